@@ -1,0 +1,72 @@
+"""Build a normalization layer by name, so an experiment can sweep normalizers.
+
+``make_norm("gn", 64)`` and ``make_norm("bn", 64)`` take the same arguments in the same
+order (channels first), as timm's norm layers do.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import nn
+
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .normalization import GroupNorm, LayerNorm, RMSNorm
+
+__all__ = ["make_norm", "NORM_NAMES", "default_num_groups"]
+
+NORM_NAMES = ("bn", "ln", "in", "gn", "rms", "none")
+
+_BATCH_NORMS = {0: BatchNorm1d, 1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
+_INSTANCE_NORMS = {1: InstanceNorm1d, 2: InstanceNorm2d, 3: InstanceNorm3d}
+
+
+def default_num_groups(num_channels: int, max_groups: int = 32) -> int:
+    """The largest divisor of ``num_channels`` that is at most ``max_groups`` (GN paper: G=32)."""
+    return max(g for g in range(1, min(num_channels, max_groups) + 1) if num_channels % g == 0)
+
+
+def make_norm(
+    name: str,
+    num_channels: int,
+    *,
+    spatial_dims: int = 2,
+    num_groups: Optional[int] = None,
+    eps: float = 1e-5,
+    affine: bool = True,
+) -> nn.Module:
+    """A normalization layer for channels-first features with ``num_channels`` channels.
+
+    ``spatial_dims`` is the number of dims after the channels: 0 for (N, C) features,
+    1 for (N, C, L), 2 for (N, C, H, W), 3 for (N, C, D, H, W).
+
+    - ``"bn"``: BatchNorm1d/2d/3d; ``"in"``: InstanceNorm1d/2d/3d with ``affine``.
+    - ``"gn"``: GroupNorm; ``num_groups`` defaults to :func:`default_num_groups`.
+    - ``"ln"``: LayerNorm(C) on (N, C) features; on feature maps GroupNorm(1, C), i.e.
+      LayerNorm over (C, *spatial) with per-channel gamma/beta, as in the GN paper.
+    - ``"rms"``: RMSNorm(C) on (N, C) features only.
+    - ``"none"``: ``nn.Identity()``.
+    """
+    key = name.lower()
+    if key not in NORM_NAMES:
+        raise ValueError(f"make_norm: unknown normalization {name!r}; expected one of {', '.join(NORM_NAMES)}")
+    if spatial_dims not in (0, 1, 2, 3):
+        raise ValueError(f"make_norm: spatial_dims must be 0, 1, 2 or 3, got {spatial_dims}")
+    if key == "none":
+        return nn.Identity()
+    if key == "bn":
+        return _BATCH_NORMS[spatial_dims](num_channels, eps=eps, affine=affine)
+    if key == "in":
+        if spatial_dims == 0:
+            raise ValueError("make_norm: 'in' needs spatial dims; (N, C) features have one value per channel")
+        return _INSTANCE_NORMS[spatial_dims](num_channels, eps=eps, affine=affine)
+    if key == "gn":
+        groups = default_num_groups(num_channels) if num_groups is None else num_groups
+        return GroupNorm(groups, num_channels, eps=eps, affine=affine)
+    if key == "ln":
+        if spatial_dims == 0:
+            return LayerNorm(num_channels, eps=eps, elementwise_affine=affine)
+        return GroupNorm(1, num_channels, eps=eps, affine=affine)
+    if spatial_dims != 0:
+        raise ValueError("make_norm: 'rms' normalizes the last dim and is supported for (N, C) features only")
+    return RMSNorm(num_channels, eps=eps, elementwise_affine=affine)

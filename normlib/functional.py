@@ -1,0 +1,465 @@
+"""Normalization as one recipe.
+
+Every normalization layer in this package is the same four steps:
+
+1. choose the axes (``dims``) that share one set of statistics;
+2. compute the mean and the (biased) variance over those axes;
+3. standardize: subtract the mean, divide by ``sqrt(var + eps)``;
+4. scale and shift with the learned ``weight`` (gamma) and ``bias`` (beta).
+
+Steps 2 and 3 live in :func:`normalize`, the one core. Step 4 lives in
+:func:`_scale_shift`. Each public function below only says which axes it uses and
+how its parameters are shaped, with the signature and semantics of the matching
+function in :mod:`torch.nn.functional`.
+
+Half-precision inputs (float16, bfloat16) are computed in float32 and returned in
+the input's dtype, as PyTorch does. Nothing here calls PyTorch's own normalization
+kernels: they serve as the reference in the tests, never as the implementation.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "normalize",
+    "norm_dims",
+    "batch_norm",
+    "batch_norm_backward",
+    "BatchNormFunction",
+    "layer_norm",
+    "group_norm",
+    "instance_norm",
+    "rms_norm",
+]
+
+Dims = Union[int, Sequence[int]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision statistics lose too many digits: accumulate them in float32."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return dtype
+
+
+def _check_floating(x: Tensor, where: str) -> None:
+    if not x.is_floating_point():
+        raise RuntimeError(f"{where}: expected a floating-point input, got dtype {x.dtype}")
+
+
+def _as_dims(dims: Dims, ndim: int) -> Tuple[int, ...]:
+    """Turn ``dims`` into a sorted tuple of non-negative axes, rejecting bad ones."""
+    if isinstance(dims, numbers.Integral):
+        dims = (int(dims),)
+    dims = tuple(int(d) for d in dims)
+    if not dims:
+        raise ValueError("normalize: dims must name at least one dimension")
+    out = []
+    for d in dims:
+        if not -ndim <= d < ndim:
+            raise IndexError(
+                f"normalize: dimension {d} is out of range for a {ndim}-D input "
+                f"(expected to be in range of [{-ndim}, {ndim - 1}])"
+            )
+        out.append(d % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"normalize: dims {dims} name the same dimension twice")
+    return tuple(sorted(out))
+
+
+def _standardize(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
+    """Step 3: (x - mean) / sqrt(var + eps), in the dtype of the statistics."""
+    return (x.to(mean.dtype) - mean) * torch.rsqrt(var + eps)
+
+
+def _scale_shift(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], shape) -> Tensor:
+    """Step 4: y * gamma + beta, with gamma/beta reshaped to broadcast as ``shape``."""
+    if weight is not None:
+        y = y * weight.reshape(shape).to(y.dtype)
+    if bias is not None:
+        y = y + bias.reshape(shape).to(y.dtype)
+    return y
+
+
+def _channel_shape(x: Tensor) -> Tuple[int, ...]:
+    """Shape that broadcasts a per-channel vector over a channels-first tensor."""
+    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def _check_channel_vector(t: Optional[Tensor], name: str, num_channels: int) -> None:
+    if t is not None and t.numel() != num_channels:
+        raise RuntimeError(
+            f"{name} should contain {num_channels} elements not {t.numel()} "
+            f"(one per channel: the input has {num_channels} channels in dim 1)"
+        )
+
+
+# --------------------------------------------------------------------------- the core
+
+
+def _moments(x: Tensor, dims: Dims, center: bool = True):
+    """Step 2: mean and biased variance (or, uncentered, the mean square) over ``dims``."""
+    dims = _as_dims(dims, x.dim())
+    x = x.to(_compute_dtype(x.dtype))
+    if not center:
+        return x, None, x.square().mean(dim=dims, keepdim=True)
+    mean = x.mean(dim=dims, keepdim=True)
+    # Two passes (mean first, then squared deviations) avoid the cancellation of
+    # E[x^2] - E[x]^2. Dividing by the count m, not m - 1, is the *biased* variance.
+    var = (x - mean).square().mean(dim=dims, keepdim=True)
+    return x, mean, var
+
+
+def normalize(
+    x: Tensor, dims: Dims, eps: float = 1e-5, *, center: bool = True
+) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    """Standardize ``x`` over ``dims``: steps 2 and 3 of the recipe.
+
+    Returns ``(y, mean, var)``. ``y`` has the shape and dtype of ``x``; ``mean`` and
+    ``var`` keep the reduced dimensions (size 1), so ``mean.numel()`` is the number of
+    statistics computed and they broadcast back against ``x``. The variance is the
+    biased one (divide by the number of values m), as every PyTorch layer uses to
+    normalize. With ``center=False`` nothing is subtracted, ``mean`` is ``None`` and
+    ``var`` is the mean square (the statistic RMSNorm uses).
+
+    >>> y, mean, var = normalize(torch.randn(8, 3, 4, 4), dims=(0, 2, 3))  # BatchNorm2d
+    >>> mean.shape
+    torch.Size([1, 3, 1, 1])
+    """
+    _check_floating(x, "normalize")
+    xc, mean, var = _moments(x, dims, center)
+    y = xc * torch.rsqrt(var + eps) if mean is None else _standardize(xc, mean, var, eps)
+    return y.to(x.dtype), mean, var
+
+
+_METHODS = ("bn", "ln", "in", "gn")
+
+
+def norm_dims(method: str, ndim: int) -> Tuple[int, ...]:
+    """The axes each method reduces over, for a channels-first input of rank ``ndim``.
+
+    ``"bn"``: every axis but the channels, ``(0, 2, 3, ...)``; ``"ln"``: every axis but
+    the batch, ``(1, 2, ...)``; ``"in"``: the spatial axes ``(2, 3, ...)``; ``"gn"``:
+    the axes ``(2, 3, ...)`` of the grouped view ``(N, G, C // G, *spatial)``, whose
+    rank is ``ndim + 1``.
+    """
+    if method not in _METHODS:
+        raise ValueError(f"norm_dims: unknown method {method!r}; expected one of {_METHODS}")
+    if ndim < 2:
+        raise ValueError(f"norm_dims: expected a channels-first input of rank >= 2, got rank {ndim}")
+    if method == "bn":
+        return (0,) + tuple(range(2, ndim))
+    if method == "ln":
+        return tuple(range(1, ndim))
+    if method == "in":
+        if ndim < 3:
+            raise ValueError("norm_dims: InstanceNorm needs at least one spatial dim (rank >= 3)")
+        return tuple(range(2, ndim))
+    return tuple(range(2, ndim + 1))
+
+
+# --------------------------------------------------------------------------- BatchNorm
+
+
+def batch_norm_backward(
+    grad_output: Tensor,
+    x_hat: Tensor,
+    inv_std: Tensor,
+    weight: Optional[Tensor],
+    dims: Tuple[int, ...],
+) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    """Closed-form gradients of batch normalization in training mode.
+
+    With m values per statistic, x_hat = (x - mu) * inv_std and y = gamma * x_hat + beta:
+
+        dbeta  = sum(dy)
+        dgamma = sum(dy * x_hat)
+        dx     = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))
+
+    where every sum runs over ``dims``. ``x_hat`` and ``inv_std`` are those of the
+    forward pass (inv_std keeps the reduced dims). Returns ``(dx, dweight, dbias)``
+    in the dtype of ``x_hat``; ``dweight`` is ``None`` when ``weight`` is.
+    """
+    dy = grad_output.to(x_hat.dtype)
+    m = x_hat.numel() // inv_std.numel()
+    sum_dy = dy.sum(dim=dims, keepdim=True)
+    sum_dy_xhat = (dy * x_hat).sum(dim=dims, keepdim=True)
+    scale = inv_std if weight is None else inv_std * weight.reshape(inv_std.shape).to(x_hat.dtype)
+    grad_input = scale / m * (m * dy - sum_dy - x_hat * sum_dy_xhat)
+    grad_weight = None if weight is None else sum_dy_xhat.reshape(weight.shape)
+    return grad_input, grad_weight, sum_dy.flatten()
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """Training-mode batch norm with the backward pass written out in closed form.
+
+    ``BatchNormFunction.apply(x, weight, bias, eps)`` returns ``(y, mean, var)``;
+    mean and var are the batch statistics (shape ``(C,)``, not differentiable).
+    The forward pass is the shared core over ``(0, 2, 3, ...)``; the backward pass is
+    :func:`batch_norm_backward`. First-order only: a second derivative raises.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
+        dims = norm_dims("bn", x.dim())
+        xc, mean, var = _moments(x, dims)
+        inv_std = torch.rsqrt(var + eps)
+        x_hat = (xc - mean) * inv_std
+        y = _scale_shift(x_hat, weight, bias, _channel_shape(x)).to(x.dtype)
+        ctx.dims = dims
+        ctx.input_dtype = x.dtype
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x_hat, inv_std, weight)
+        mean, var = mean.flatten(), var.flatten()
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output, _grad_mean, _grad_var):
+        x_hat, inv_std, weight = ctx.saved_tensors
+        grad_input, grad_weight, grad_bias = batch_norm_backward(grad_output, x_hat, inv_std, weight, ctx.dims)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if ctx.has_bias:
+            grad_bias = grad_bias.to(grad_output.dtype if weight is None else weight.dtype)
+        else:
+            grad_bias = None
+        return grad_input.to(ctx.input_dtype), grad_weight, grad_bias, None
+
+
+def _verify_batch_size(size: torch.Size) -> None:
+    values_per_channel = size[0] * math.prod(size[2:])
+    if values_per_channel == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {size}: "
+            "the batch variance of a single value is 0, so training-mode BatchNorm would output 0"
+        )
+
+
+@torch.no_grad()
+def _update_running_stats(
+    running_mean: Optional[Tensor],
+    running_var: Optional[Tensor],
+    batch_mean: Tensor,
+    batch_var: Tensor,
+    values_per_stat: int,
+    momentum: float,
+) -> None:
+    """PyTorch's convention: running = (1 - momentum) * running + momentum * batch.
+
+    ``momentum`` weighs the *new* value (Keras's momentum weighs the old one). The
+    stored variance is the unbiased one: batch_var * m / (m - 1).
+    """
+    if running_mean is not None:
+        running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)
+    if running_var is not None:
+        unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))
+        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Optional[Tensor],
+    running_var: Optional[Tensor],
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalization: the core over every axis but the channels ``(0, 2, 3, ...)``.
+
+    Same signature and semantics as :func:`torch.nn.functional.batch_norm`. In training,
+    batch statistics normalize the input (biased variance) and, if given, the running
+    statistics are updated in place (unbiased variance, PyTorch's momentum convention).
+    Otherwise the running statistics normalize the input.
+    """
+    _check_floating(input, "batch_norm")
+    if input.dim() < 2:
+        raise ValueError(f"batch_norm: expected an input of shape (N, C, *), got {input.dim()}D input")
+    num_channels = input.shape[1]
+    for tensor, name in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")):
+        _check_channel_vector(tensor, name, num_channels)
+
+    if training:
+        _verify_batch_size(input.size())
+        y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
+        values_per_stat = input.numel() // num_channels
+        _update_running_stats(running_mean, running_var, mean, var, values_per_stat, momentum)
+        return y
+
+    if running_mean is None or running_var is None:
+        raise RuntimeError("running_mean must be defined in evaluation mode (and running_var too)")
+    shape = _channel_shape(input)
+    mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))
+    var = running_var.reshape(shape).to(mean.dtype)
+    y = _standardize(input, mean, var, eps)
+    return _scale_shift(y, weight, bias, shape).to(input.dtype)
+
+
+# --------------------------------------------------------------------------- LayerNorm & RMSNorm
+
+
+def _as_shape(normalized_shape) -> Tuple[int, ...]:
+    if isinstance(normalized_shape, numbers.Integral):
+        return (int(normalized_shape),)
+    return tuple(int(s) for s in normalized_shape)
+
+
+def _check_trailing_shape(input: Tensor, shape: Tuple[int, ...], weight: Optional[Tensor], bias: Optional[Tensor]) -> None:
+    k = len(shape)
+    if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k:]) != shape:
+        expected = ", ".join(str(s) for s in shape)
+        raise RuntimeError(
+            f"Given normalized_shape={list(shape)}, expected input with shape [*, {expected}], "
+            f"but got input of size{list(input.shape)}"
+        )
+    for tensor, name in ((weight, "weight"), (bias, "bias")):
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise RuntimeError(
+                f"Expected {name} to be of same shape as normalized_shape, but got "
+                f"{name} of shape {list(tensor.shape)} and normalized_shape = {list(shape)}"
+            )
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Layer normalization: the core over the last ``len(normalized_shape)`` axes.
+
+    Each sample (and, for sequences, each position) gets its own statistics; gamma and
+    beta have the shape ``normalized_shape`` (one per normalized element).
+    """
+    _check_floating(input, "layer_norm")
+    shape = _as_shape(normalized_shape)
+    _check_trailing_shape(input, shape, weight, bias)
+    dims = tuple(range(-len(shape), 0))
+    xc, mean, var = _moments(input, dims)
+    y = _standardize(xc, mean, var, eps)
+    return _scale_shift(y, weight, bias, shape).to(input.dtype)
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape,
+    weight: Optional[Tensor] = None,
+    eps: Optional[float] = None,
+) -> Tensor:
+    """RMS normalization: the core without centering, over the last axes.
+
+    y = x / sqrt(mean(x^2) + eps) * weight. No mean is subtracted and there is no bias.
+    ``eps=None`` uses the machine epsilon of the computation dtype (float32 for half
+    precision inputs), as PyTorch does.
+    """
+    _check_floating(input, "rms_norm")
+    shape = _as_shape(normalized_shape)
+    _check_trailing_shape(input, shape, weight, None)
+    dims = tuple(range(-len(shape), 0))
+    if eps is None:
+        eps = torch.finfo(_compute_dtype(input.dtype)).eps
+    xc, _, mean_square = _moments(input, dims, center=False)
+    y = xc * torch.rsqrt(mean_square + eps)
+    return _scale_shift(y, weight, None, shape).to(input.dtype)
+
+
+# --------------------------------------------------------------------------- GroupNorm & InstanceNorm
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Group normalization: split the channels into ``num_groups`` groups of
+    *consecutive* channels and apply the core over each sample's group.
+
+    GN(G=1) is LayerNorm over (C, H, W); GN(G=C) is InstanceNorm. gamma and beta are
+    per channel.
+    """
+    _check_floating(input, "group_norm")
+    if input.dim() < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
+    batch, channels = input.shape[:2]
+    if num_groups <= 0 or channels % num_groups != 0:
+        raise RuntimeError(
+            "Expected number of channels in input to be divisible by num_groups, but got input "
+            f"of shape {list(input.shape)} and num_groups={num_groups}"
+        )
+    for tensor, name in ((weight, "weight"), (bias, "bias")):
+        if tensor is not None and tensor.numel() != channels:
+            raise RuntimeError(
+                f"Expected {name} to be a vector of size equal to the number of channels in input, "
+                f"but got {name} of shape {list(tensor.shape)} and input of shape {list(input.shape)}"
+            )
+    # (N, C, *spatial) -> (N, G, C // G, *spatial): channels 0..C/G-1 form group 0, and so on.
+    grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])
+    xc, mean, var = _moments(grouped, norm_dims("gn", input.dim()))
+    y = _standardize(xc, mean, var, eps).reshape(input.shape)
+    return _scale_shift(y, weight, bias, _channel_shape(input)).to(input.dtype)
+
+
+def _verify_spatial_size(size: torch.Size) -> None:
+    if math.prod(size[2:]) == 1:
+        raise ValueError(
+            f"Expected more than 1 spatial element when training, got input size {size}: "
+            "the variance of a single value is 0"
+        )
+
+
+def instance_norm(
+    input: Tensor,
+    running_mean: Optional[Tensor] = None,
+    running_var: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Instance normalization: the core over the spatial axes ``(2, 3, ...)`` of each
+    sample and channel.
+
+    Same semantics as :func:`torch.nn.functional.instance_norm`. With
+    ``use_input_stats`` (the default) each instance uses its own statistics; running
+    statistics, if given, are updated with the batch average of the per-instance ones.
+    """
+    _check_floating(input, "instance_norm")
+    if input.dim() < 3:
+        raise ValueError(f"instance_norm: expected an input of shape (N, C, *spatial), got {input.dim()}D input")
+    num_channels = input.shape[1]
+    for tensor, name in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")):
+        _check_channel_vector(tensor, name, num_channels)
+    shape = _channel_shape(input)
+
+    if use_input_stats:
+        _verify_spatial_size(input.size())
+        xc, mean, var = _moments(input, norm_dims("in", input.dim()))
+        y = _standardize(xc, mean, var, eps)
+        values_per_stat = math.prod(input.shape[2:])
+        # Each instance updates its own copy of the running stats; the copies are averaged.
+        _update_running_stats(
+            running_mean, running_var, mean.mean(dim=0).flatten(), var.mean(dim=0).flatten(), values_per_stat, momentum
+        )
+    else:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
+        mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))
+        y = _standardize(input, mean, running_var.reshape(shape).to(mean.dtype), eps)
+    return _scale_shift(y, weight, bias, shape).to(input.dtype)
