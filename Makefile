@@ -1,0 +1,48 @@
+# Build and test the course. Everything runs inside $(VENV), created from the pinned
+# requirements.txt (which ends with `-e .`, so pip must run from the repository root).
+#   make book   execute every chapter and build the HTML book (strict)
+#   make test   unit tests, every notebook under nbval, then the strict book build
+#   make clean  remove build outputs (keeps the venv; `make distclean` removes it too)
+
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := book
+
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+BUILD_DIR := _build
+# -W: warnings are errors (a failing notebook is only a warning otherwise);
+# -n: nitpicky, broken cross-references fail; --keep-going: report them all at once.
+JB_FLAGS := --all -W -n --keep-going
+NB_DIRS := chapters exercises
+
+.PHONY: book test test-unit test-notebooks clean distclean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	@touch $@
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build $(JB_FLAGS) .
+	@echo "Book built: file://$(CURDIR)/$(BUILD_DIR)/html/index.html"
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/
+
+# Each notebook runs in its own kernel; its assert cells are the checks (outputs are not stored,
+# so --nbval-lax loses nothing). --dist loadfile keeps a notebook's cells on one worker.
+test-notebooks: $(STAMP)
+	@notebooks="$$(find $(NB_DIRS) -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | sort || true)"; \
+	if [[ -z "$$notebooks" ]]; then echo "No notebooks under $(NB_DIRS): skipping nbval."; exit 0; fi; \
+	$(VENV)/bin/pytest -q --nbval-lax --nbval-current-env -n 2 --dist loadfile -p no:cacheprovider $$notebooks
+
+test: test-unit test-notebooks book
+
+clean:
+	rm -rf $(BUILD_DIR) .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
