@@ -14,3 +14,18 @@
   modules.forEach(function (name) { paths[name] = here + name.split("/").slice(1).join("-"); });
   require.config({ paths: paths });
 })();
+// The widget manager typesets labels with MathJax 2's API (MathJax.Hub.Queue); the book
+// loads MathJax 3. Translate the one call it makes, once MathJax 3 is there.
+(function () {
+  function typeset(job) {
+    var mj = window.MathJax;
+    if (mj && mj.typesetPromise && job && job[2]) { mj.typesetPromise([job[2]]).catch(function () {}); }
+  }
+  function install() {
+    var mj = window.MathJax;
+    if (mj && !mj.Hub) { mj.Hub = { Queue: typeset }; }
+  }
+  install();
+  document.addEventListener("DOMContentLoaded", install);
+  window.addEventListener("load", install);
+})();
