@@ -408,6 +408,12 @@ def group_norm(
                 f"Expected {name} to be a vector of size equal to the number of channels in input, "
                 f"but got {name} of shape {list(tensor.shape)} and input of shape {list(input.shape)}"
             )
+    if batch * channels // num_groups * math.prod(input.shape[2:]) == 1:
+        # PyTorch's check: a single sample whose groups hold one value each normalizes to 0.
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {input.size()}: "
+            f"with num_groups={num_groups} every group holds a single value, whose variance is 0"
+        )
     # (N, C, *spatial) -> (N, G, C // G, *spatial): channels 0..C/G-1 form group 0, and so on.
     grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])
     xc, mean, var = _moments(grouped, norm_dims("gn", input.dim()))

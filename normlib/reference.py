@@ -75,11 +75,14 @@ def batch_norm_backward(dy, cache):
 def layer_norm_forward(x, gamma, beta, eps=1e-5):
     """LayerNorm over the last ``gamma.ndim`` axes of x; gamma, beta have that trailing shape."""
     axes = tuple(range(x.ndim - gamma.ndim, x.ndim))
-    return affine_norm_forward(x, gamma, beta, axes, eps)
+    # Pad gamma/beta with leading 1s to x's rank so the backward pass knows which axes to sum.
+    shape = (1,) * (x.ndim - gamma.ndim) + gamma.shape
+    return affine_norm_forward(x, gamma.reshape(shape), beta.reshape(shape), axes, eps)
 
 
 def layer_norm_backward(dy, cache):
     """Gradients of :func:`layer_norm_forward`; dgamma, dbeta have gamma's shape."""
     dx, dgamma, dbeta = affine_norm_backward(dy, cache)
-    gamma_ndim = np.ndim(cache[2])
-    return dx, dgamma.reshape(dgamma.shape[dgamma.ndim - gamma_ndim:]), dbeta.reshape(dbeta.shape[dbeta.ndim - gamma_ndim:])
+    x_hat, _, _, axes = cache
+    gamma_shape = tuple(x_hat.shape[a] for a in axes)
+    return dx, dgamma.reshape(gamma_shape), dbeta.reshape(gamma_shape)
