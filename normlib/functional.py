@@ -7,10 +7,11 @@ Every normalization layer in this package is the same four steps:
 3. standardize: subtract the mean, divide by ``sqrt(var + eps)``;
 4. scale and shift with the learned ``weight`` (gamma) and ``bias`` (beta).
 
-Steps 2 and 3 live in :func:`normalize`, the one core. Step 4 lives in
-:func:`_scale_shift`. Each public function below only says which axes it uses and
-how its parameters are shaped, with the signature and semantics of the matching
-function in :mod:`torch.nn.functional`.
+:func:`normalize` is the one core: ``dims`` is step 1, and it calls one small helper
+per remaining step (:func:`_moments`, :func:`_standardize`, :func:`_scale_shift`).
+Each public function below calls it and only says which axes it uses and how its
+parameters are shaped, with the signature and semantics of the matching function in
+:mod:`torch.nn.functional`.
 
 Half-precision inputs (float16, bfloat16) are computed in float32 and returned in
 the input's dtype, as PyTorch does. Nothing here calls PyTorch's own normalization
@@ -77,23 +78,13 @@ def _as_dims(dims: Dims, ndim: int) -> Tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def _standardize(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
-    """Step 3: (x - mean) / sqrt(var + eps), in the dtype of the statistics."""
-    return (x.to(mean.dtype) - mean) * torch.rsqrt(var + eps)
-
-
-def _scale_shift(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], shape) -> Tensor:
-    """Step 4: y * gamma + beta, with gamma/beta reshaped to broadcast as ``shape``."""
-    if weight is not None:
-        y = y * weight.reshape(shape).to(y.dtype)
-    if bias is not None:
-        y = y + bias.reshape(shape).to(y.dtype)
-    return y
-
-
 def _channel_shape(x: Tensor) -> Tuple[int, ...]:
     """Shape that broadcasts a per-channel vector over a channels-first tensor."""
     return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def _reshape(t: Optional[Tensor], shape) -> Optional[Tensor]:
+    return None if t is None else t.reshape(shape)
 
 
 def _check_channel_vector(t: Optional[Tensor], name: str, num_channels: int) -> None:
@@ -120,16 +111,40 @@ def _moments(x: Tensor, dims: Dims, center: bool = True):
     return x, mean, var
 
 
+def _standardize(x: Tensor, mean: Optional[Tensor], var: Tensor, eps: float) -> Tensor:
+    """Step 3: (x - mean) / sqrt(var + eps) in the statistics' dtype; no mean: x / sqrt(var + eps)."""
+    x = x.to(var.dtype)
+    if mean is not None:
+        x = x - mean
+    return x * torch.rsqrt(var + eps)
+
+
+def _scale_shift(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    """Step 4: y * gamma + beta; gamma and beta already broadcast against y."""
+    if weight is not None:
+        y = y * weight.to(y.dtype)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y
+
+
 def normalize(
-    x: Tensor, dims: Dims, eps: float = 1e-5, *, center: bool = True
+    x: Tensor,
+    dims: Dims,
+    eps: float = 1e-5,
+    *,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    center: bool = True,
 ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-    """Standardize ``x`` over ``dims``: steps 2 and 3 of the recipe.
+    """The recipe: standardize ``x`` over ``dims``, then scale by ``weight`` and shift by ``bias``.
 
     Returns ``(y, mean, var)``. ``y`` has the shape and dtype of ``x``; ``mean`` and
     ``var`` keep the reduced dimensions (size 1), so ``mean.numel()`` is the number of
     statistics computed and they broadcast back against ``x``. The variance is the
     biased one (divide by the number of values m), as every PyTorch layer uses to
-    normalize. With ``center=False`` nothing is subtracted, ``mean`` is ``None`` and
+    normalize. ``weight`` (gamma) and ``bias`` (beta) are optional and must broadcast
+    against ``x``. With ``center=False`` nothing is subtracted, ``mean`` is ``None`` and
     ``var`` is the mean square (the statistic RMSNorm uses).
 
     >>> y, mean, var = normalize(torch.randn(8, 3, 4, 4), dims=(0, 2, 3))  # BatchNorm2d
@@ -137,8 +152,9 @@ def normalize(
     torch.Size([1, 3, 1, 1])
     """
     _check_floating(x, "normalize")
-    xc, mean, var = _moments(x, dims, center)
-    y = xc * torch.rsqrt(var + eps) if mean is None else _standardize(xc, mean, var, eps)
+    xc, mean, var = _moments(x, dims, center)  # step 2 (choosing dims is step 1)
+    y = _standardize(xc, mean, var, eps)  # step 3
+    y = _scale_shift(y, weight, bias)  # step 4
     return y.to(x.dtype), mean, var
 
 
@@ -190,7 +206,7 @@ def batch_norm_backward(
     forward pass (inv_std keeps the reduced dims). Returns ``(dx, dweight, dbias)``
     in the dtype of ``x_hat``; ``dweight`` is ``None`` when ``weight`` is.
     """
-    dy = grad_output.to(x_hat.dtype)
+    dy = grad_output.to(x_hat.dtype)  # half-precision gradients are summed in float32
     m = x_hat.numel() // inv_std.numel()
     sum_dy = dy.sum(dim=dims, keepdim=True)
     sum_dy_xhat = (dy * x_hat).sum(dim=dims, keepdim=True)
@@ -205,21 +221,20 @@ class BatchNormFunction(torch.autograd.Function):
 
     ``BatchNormFunction.apply(x, weight, bias, eps)`` returns ``(y, mean, var)``;
     mean and var are the batch statistics (shape ``(C,)``, not differentiable).
-    The forward pass is the shared core over ``(0, 2, 3, ...)``; the backward pass is
+    The forward pass is :func:`normalize` over ``(0, 2, 3, ...)``; the backward pass is
     :func:`batch_norm_backward`. First-order only: a second derivative raises.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
         dims = norm_dims("bn", x.dim())
-        xc, mean, var = _moments(x, dims)
-        inv_std = torch.rsqrt(var + eps)
-        x_hat = (xc - mean) * inv_std
-        y = _scale_shift(x_hat, weight, bias, _channel_shape(x)).to(x.dtype)
+        shape = _channel_shape(x)
+        y, mean, var = normalize(x, dims, eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape))
         ctx.dims = dims
         ctx.input_dtype = x.dtype
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x_hat, inv_std, weight)
+        # Like PyTorch, keep x, the mean and 1/std; x_hat is recomputed in the backward pass.
+        ctx.save_for_backward(x, mean, torch.rsqrt(var + eps), weight)
         mean, var = mean.flatten(), var.flatten()
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -227,7 +242,8 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output, _grad_mean, _grad_var):
-        x_hat, inv_std, weight = ctx.saved_tensors
+        x, mean, inv_std, weight = ctx.saved_tensors
+        x_hat = (x.to(mean.dtype) - mean) * inv_std
         grad_input, grad_weight, grad_bias = batch_norm_backward(grad_output, x_hat, inv_std, weight, ctx.dims)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
@@ -268,6 +284,14 @@ def _update_running_stats(
         running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
+def _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps) -> Tensor:
+    """Inference: steps 3 and 4 with the stored per-channel statistics instead of the input's."""
+    shape = _channel_shape(input)
+    mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))
+    y = _standardize(input, mean, running_var.reshape(shape).to(mean.dtype), eps)
+    return _scale_shift(y, _reshape(weight, shape), _reshape(bias, shape)).to(input.dtype)
+
+
 def batch_norm(
     input: Tensor,
     running_mean: Optional[Tensor],
@@ -301,11 +325,7 @@ def batch_norm(
 
     if running_mean is None or running_var is None:
         raise RuntimeError("running_mean must be defined in evaluation mode (and running_var too)")
-    shape = _channel_shape(input)
-    mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))
-    var = running_var.reshape(shape).to(mean.dtype)
-    y = _standardize(input, mean, var, eps)
-    return _scale_shift(y, weight, bias, shape).to(input.dtype)
+    return _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps)
 
 
 # --------------------------------------------------------------------------- LayerNorm & RMSNorm
@@ -349,9 +369,7 @@ def layer_norm(
     shape = _as_shape(normalized_shape)
     _check_trailing_shape(input, shape, weight, bias)
     dims = tuple(range(-len(shape), 0))
-    xc, mean, var = _moments(input, dims)
-    y = _standardize(xc, mean, var, eps)
-    return _scale_shift(y, weight, bias, shape).to(input.dtype)
+    return normalize(input, dims, eps, weight=weight, bias=bias)[0]
 
 
 def rms_norm(
@@ -372,9 +390,7 @@ def rms_norm(
     dims = tuple(range(-len(shape), 0))
     if eps is None:
         eps = torch.finfo(_compute_dtype(input.dtype)).eps
-    xc, _, mean_square = _moments(input, dims, center=False)
-    y = xc * torch.rsqrt(mean_square + eps)
-    return _scale_shift(y, weight, None, shape).to(input.dtype)
+    return normalize(input, dims, eps, weight=weight, center=False)[0]
 
 
 # --------------------------------------------------------------------------- GroupNorm & InstanceNorm
@@ -416,9 +432,12 @@ def group_norm(
         )
     # (N, C, *spatial) -> (N, G, C // G, *spatial): channels 0..C/G-1 form group 0, and so on.
     grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])
-    xc, mean, var = _moments(grouped, norm_dims("gn", input.dim()))
-    y = _standardize(xc, mean, var, eps).reshape(input.shape)
-    return _scale_shift(y, weight, bias, _channel_shape(input)).to(input.dtype)
+    # gamma/beta are per channel: in the grouped view, channel c sits at (c // (C/G), c % (C/G)).
+    per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)
+    y, _, _ = normalize(
+        grouped, norm_dims("gn", input.dim()), eps, weight=_reshape(weight, per_channel), bias=_reshape(bias, per_channel)
+    )
+    return y.reshape(input.shape)
 
 
 def _verify_spatial_size(size: torch.Size) -> None:
@@ -456,16 +475,16 @@ def instance_norm(
 
     if use_input_stats:
         _verify_spatial_size(input.size())
-        xc, mean, var = _moments(input, norm_dims("in", input.dim()))
-        y = _standardize(xc, mean, var, eps)
+        y, mean, var = normalize(
+            input, norm_dims("in", input.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape)
+        )
         values_per_stat = math.prod(input.shape[2:])
         # Each instance updates its own copy of the running stats; the copies are averaged.
         _update_running_stats(
             running_mean, running_var, mean.mean(dim=0).flatten(), var.mean(dim=0).flatten(), values_per_stat, momentum
         )
-    else:
-        if running_mean is None or running_var is None:
-            raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
-        mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))
-        y = _standardize(input, mean, running_var.reshape(shape).to(mean.dtype), eps)
-    return _scale_shift(y, weight, bias, shape).to(input.dtype)
+        return y
+
+    if running_mean is None or running_var is None:
+        raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
+    return _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps)
