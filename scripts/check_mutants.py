@@ -70,8 +70,11 @@ MUTANTS = {
              "grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])",
              "grouped = input.reshape(batch, channels // num_groups, num_groups, *input.shape[2:]).transpose(1, 2)"),
             ("functional.py",
-             "y = _standardize(xc, mean, var, eps).reshape(input.shape)",
-             "y = _standardize(xc, mean, var, eps).transpose(1, 2).reshape(input.shape)"),
+             "per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)",
+             "per_channel = (1, channels // num_groups, num_groups) + (1,) * (input.dim() - 2)"),
+            ("functional.py",
+             "    return y.reshape(input.shape)",
+             "    return y.transpose(1, 2).reshape(input.shape)"),
         ],
     ),
     # A few more classic mistakes the course warns about.
@@ -111,7 +114,7 @@ MUTANTS = {
         "layer_norm delegates to torch.nn.functional.layer_norm (numbers stay right; the rule is broken)",
         [
             ("functional.py",
-             "    y = _standardize(xc, mean, var, eps)\n    return _scale_shift(y, weight, bias, shape).to(input.dtype)\n",
+             "    return normalize(input, dims, eps, weight=weight, bias=bias)[0]\n",
              "    return torch.nn.functional.layer_norm(input, shape, weight, bias, eps)\n"),
         ],
     ),
@@ -119,9 +122,9 @@ MUTANTS = {
         "eval-mode batch_norm calls torch.ops.aten.native_batch_norm (bypasses every Python name)",
         [
             ("functional.py",
-             "    shape = _channel_shape(input)\n    mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))\n",
-             "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n"
-             "    shape = _channel_shape(input)\n    mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))\n"),
+             "        raise RuntimeError(\"running_mean must be defined in evaluation mode (and running_var too)\")\n",
+             "        raise RuntimeError(\"running_mean must be defined in evaluation mode (and running_var too)\")\n"
+             "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n"),
         ],
     ),
 }
