@@ -87,12 +87,15 @@ def _reshape(t: Optional[Tensor], shape) -> Optional[Tensor]:
     return None if t is None else t.reshape(shape)
 
 
-def _check_channel_vector(t: Optional[Tensor], name: str, num_channels: int) -> None:
-    if t is not None and t.numel() != num_channels:
-        raise RuntimeError(
-            f"{name} should contain {num_channels} elements not {t.numel()} "
-            f"(one per channel: the input has {num_channels} channels in dim 1)"
-        )
+def _check_channel_vectors(input: Tensor, **vectors: Optional[Tensor]) -> None:
+    """Per-channel tensors (running stats, gamma, beta) must hold one value per input channel."""
+    num_channels = input.shape[1]
+    for name, t in vectors.items():
+        if t is not None and t.numel() != num_channels:
+            raise RuntimeError(
+                f"{name} should contain {num_channels} elements not {t.numel()} "
+                f"(one per channel: the input has {num_channels} channels in dim 1)"
+            )
 
 
 # --------------------------------------------------------------------------- the core
@@ -312,14 +315,12 @@ def batch_norm(
     _check_floating(input, "batch_norm")
     if input.dim() < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, *), got {input.dim()}D input")
-    num_channels = input.shape[1]
-    for tensor, name in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")):
-        _check_channel_vector(tensor, name, num_channels)
+    _check_channel_vectors(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
 
     if training:
         _verify_batch_size(input.size())
         y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
-        values_per_stat = input.numel() // num_channels
+        values_per_stat = input.numel() // input.shape[1]
         _update_running_stats(running_mean, running_var, mean, var, values_per_stat, momentum)
         return y
 
@@ -468,9 +469,7 @@ def instance_norm(
     _check_floating(input, "instance_norm")
     if input.dim() < 3:
         raise ValueError(f"instance_norm: expected an input of shape (N, C, *spatial), got {input.dim()}D input")
-    num_channels = input.shape[1]
-    for tensor, name in ((running_mean, "running_mean"), (running_var, "running_var"), (weight, "weight"), (bias, "bias")):
-        _check_channel_vector(tensor, name, num_channels)
+    _check_channel_vectors(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     shape = _channel_shape(input)
 
     if use_input_stats:
