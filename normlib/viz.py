@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from typing import Callable, Sequence, Union
 
 import matplotlib
@@ -303,6 +304,9 @@ def _animation_html(pngs: list[bytes]):
         animation = FuncAnimation(fig, update, frames=len(padded), interval=1200, blit=True)
         html = animation.to_jshtml(fps=1, default_mode="once")
         plt.close(fig)
+    # to_jshtml links Font Awesome from a CDN for its button icons; the book works offline
+    # (its theme already ships Font Awesome), so the page must not ask the network for it.
+    html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html)
     return HTML(html)
 
 
@@ -326,9 +330,8 @@ def explorer(frames: FrameSource, labels: Sequence[str], description: str = ""):
       with the book rebuilds them) the slider still works without any kernel.
 
     Checked in headless Chromium on the built book (html-manager 1.0.x served with it):
-    moving the slider changes the readout and the image, with no kernel. (The manager
-    logs a harmless "reading 'Queue'" error: it calls MathJax 2's API, the book has
-    MathJax 3.)
+    moving the slider changes the readout and the image, with no kernel
+    (``scripts/check_book_html.py`` repeats that check).
 
     Without ipywidgets the same PNGs are returned as a matplotlib ``FuncAnimation``
     rendered with ``to_jshtml`` (its own slider and play buttons, no kernel needed).

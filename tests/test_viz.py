@@ -1,0 +1,95 @@
+"""normlib.viz: the book's colours, the N x C x (H.W) partition and the explorer control."""
+import re
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import normlib  # noqa: E402
+from normlib import viz  # noqa: E402
+from normlib.functional import normalize, norm_dims  # noqa: E402
+
+
+def test_one_distinct_colour_and_label_per_method():
+    colours = [viz.color(m) for m in viz.METHOD_COLORS]
+    assert len(set(colours)) == len(colours)
+    assert all(re.fullmatch(r"#[0-9A-Fa-f]{6}", c) for c in colours)
+    # Every name the factory accepts has a colour, and long names resolve to the same one.
+    for name in normlib.NORM_NAMES:
+        viz.color(name)
+    assert viz.color("BatchNorm") == viz.color("bn") and viz.label("gn") == "GroupNorm"
+    with pytest.raises(KeyError, match="unknown method"):
+        viz.color("dropout")
+
+
+@pytest.mark.parametrize("method, groups", [("bn", 1), ("ln", 1), ("in", 1), ("gn", 2), ("gn", 3), ("gn", 1), ("gn", 6)])
+def test_statistic_ids_match_the_sets_normalize_uses(method, groups):
+    """Two cells of the picture share an id exactly when normalize gives them one mean."""
+    shape = (4, 6, 5)
+    ids = torch.as_tensor(viz.statistic_ids(method, shape, num_groups=groups))
+    x = torch.randn(*shape, dtype=torch.float64)
+    if method == "gn":
+        n, c, hw = shape
+        statistics = normalize(x.reshape(n, groups, c // groups, hw), norm_dims("gn", 3))[1]
+        mean = statistics.expand(n, groups, c // groups, hw).reshape(shape)
+    else:
+        statistics = normalize(x, norm_dims(method, 3))[1]
+        mean = statistics.expand(shape)
+    assert ids.unique().numel() == statistics.numel()
+    flat_ids, flat_mean = ids.flatten(), mean.flatten()
+    same_id = flat_ids[:, None] == flat_ids[None, :]
+    same_mean = (flat_mean[:, None] - flat_mean[None, :]).abs() < 1e-12
+    assert torch.equal(same_id, same_mean)
+
+
+def _frames(count):
+    figures = []
+    for i in range(count):
+        fig, ax = plt.subplots(figsize=(1.5, 1.5))
+        ax.plot([0, 1], [0, i])
+        figures.append(fig)
+    return figures
+
+
+def test_explorer_links_slider_to_stack_in_the_browser():
+    widgets = pytest.importorskip("ipywidgets")
+    box = viz.explorer(_frames(3), ["a", "b", "c"], description="pick")
+    slider, stack = box.children
+    assert list(slider.options) == ["a", "b", "c"] and slider.index == 0
+    assert len(stack.children) == 3 and all(isinstance(img, widgets.Image) for img in stack.children)
+    assert len({img.value for img in stack.children}) == 3  # one distinct PNG per frame
+    # The link must be a jslink (runs in the browser, so it works in the static book), not a
+    # Python-side observer: find the LinkModel that ties the two together.
+    from ipywidgets.widgets.widget_link import Link
+
+    live = getattr(widgets.Widget, "_active_widgets", None) or widgets.Widget.widgets
+    links = [w for w in live.values() if isinstance(w, Link)
+             and w.source == (slider, "index") and w.target == (stack, "selected_index")]
+    assert len(links) == 1
+    assert not plt.get_fignums(), "explorer must close the figures it rendered"
+
+
+def test_explorer_without_ipywidgets_is_an_offline_animation(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
+    html = viz.explorer(_frames(2), ["a", "b"]).data
+    assert html.count("data:image/png;base64") >= 2 or "frames[" in html
+    assert not re.search(r"https?://", html), "the fallback must not load anything from the network"
+
+
+def test_explorer_rejects_bad_labels():
+    with pytest.raises(ValueError, match="distinct"):
+        viz.explorer(_frames(2), ["a", "a"])
+    with pytest.raises(ValueError, match="2 frames but 3 labels"):
+        viz.explorer(_frames(2), ["a", "b", "c"])
+    plt.close("all")
+
+
+def test_markdown_table_checks_row_length():
+    table = viz.markdown_table(["layer", "statistics"], [("BN", 6)])
+    assert table.data.splitlines() == ["| layer | statistics |", "|:--|--:|", "| BN | 6 |"]
+    with pytest.raises(ValueError, match="row"):
+        viz.markdown_table(["a", "b"], [(1,)])
