@@ -64,9 +64,9 @@ def test_explorer_links_slider_to_stack_in_the_browser():
     assert len({img.value for img in stack.children}) == 3  # one distinct PNG per frame
     # The link must be a jslink (runs in the browser, so it works in the static book), not a
     # Python-side observer: find the LinkModel that ties the two together.
+    from ipywidgets.widgets.widget import _instances as live  # every widget alive in this kernel
     from ipywidgets.widgets.widget_link import Link
 
-    live = getattr(widgets.Widget, "_active_widgets", None) or widgets.Widget.widgets
     links = [w for w in live.values() if isinstance(w, Link)
              and w.source == (slider, "index") and w.target == (stack, "selected_index")]
     assert len(links) == 1
