@@ -18,7 +18,14 @@ unreachable, as for a reader without network access. For each page it checks:
 * controls - every embedded ipywidget view rendered (`.jupyter-widgets`), every matplotlib
              jshtml animation has its frame and slider; a chapter page needs at least one;
 * offline  - the page requested nothing from a non-local host (Chromium's net log) and no
-             local file came back 404.
+             local file came back 404;
+* slider   - (skip with --no-interact) on a page with an ipywidgets slider (e.g. the
+             `normlib.viz.explorer` SelectionSlider jslinked to a Stack of Images), no kernel:
+             a copy of the page with a test script injected is served next to it
+             (`<page>.slidertest.html`, from memory, nothing is written to the build); the script
+             presses ArrowRight on the slider handle step by step and records the readout and a
+             hash of the pixels of the image shown in the widget box. Every step must show the
+             next label and an image that differs from the first one and from the previous step.
 
 Prints PASS/FAIL per page and exits 1 if any page fails.
 """
@@ -29,6 +36,7 @@ import argparse
 import functools
 import http.server
 import json
+import math
 import os
 import re
 import shutil
@@ -68,6 +76,8 @@ class Served:
 
     status: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Pages served from memory instead of the build folder (the slider test copies).
+    overrides: dict[str, bytes] = field(default_factory=dict)
 
     def record(self, path: str, code: int) -> None:
         with self.lock:
@@ -92,6 +102,16 @@ def start_server(directory: Path, served: Served) -> http.server.ThreadingHTTPSe
 
         def log_error(self, *args):
             pass
+
+        def do_GET(self):
+            body = served.overrides.get(unquote(urlsplit(self.path).path))
+            if body is None:
+                return super().do_GET()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     handler = functools.partial(Handler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -214,6 +234,260 @@ def check_controls(dom: BeautifulSoup, static: BeautifulSoup, need_one: bool) ->
     return problems, f"widgets {len(rendered)}/{len(views)} views, animations {len(animations)}"
 
 
+SLIDER_MODELS = {"SelectionSliderModel", "IntSliderModel", "FloatSliderModel", "FloatLogSliderModel"}
+RANGE_SLIDER_MODELS = {"IntRangeSliderModel", "FloatRangeSliderModel", "SelectionRangeSliderModel"}
+MAX_SLIDER_STEPS = 24  # steps pressed per slider at most (all of them for an explorer)
+SLIDER_SETTLE_MS = 4000  # after `load`, for the widget manager to render
+SLIDER_STEP_MS = 1000  # after each key press, for the readout and the Stack to update
+# Injected before </body> of the test copy. __PLAN__ is a JSON list, one entry per slider in
+# the page (document order): how many times to press ArrowRight on it (0: leave it alone).
+SLIDER_TEST_JS = r"""
+<script>
+(function () {
+  const PLAN = __PLAN__, SETTLE = __SETTLE__, STEP = __STEP__;
+  const log = {done: false, found: null, sliders: [], error: null};
+  const write = () => {
+    let pre = document.getElementById('slider-test');
+    if (!pre) { pre = document.createElement('pre'); pre.id = 'slider-test'; document.body.appendChild(pre); }
+    pre.textContent = JSON.stringify(log);
+  };
+  const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+  function fnv1a(bytes) {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < bytes.length; i++) { h ^= bytes[i]; h = Math.imul(h, 0x01000193); }
+    return (h >>> 0).toString(16).padStart(8, '0');
+  }
+  async function imageHash(box) {
+    const img = Array.from(box.querySelectorAll('img')).find(i => i.getClientRects().length > 0);
+    if (!img) return null;
+    if (!img.complete) {
+      await new Promise(done => {
+        img.addEventListener('load', done, {once: true});
+        img.addEventListener('error', done, {once: true});
+        setTimeout(done, 2000);
+      });
+    }
+    const w = img.naturalWidth, h = img.naturalHeight;
+    if (!w || !h) return 'empty';
+    const canvas = document.createElement('canvas');
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    return w + 'x' + h + ':' + fnv1a(ctx.getImageData(0, 0, w, h).data);  // blob:/data: are same-origin
+  }
+  async function snap(slider, box) {
+    const readout = slider.querySelector('.widget-readout');
+    return {readout: readout ? readout.textContent.trim() : null, image: await imageHash(box)};
+  }
+  function press(handle) {
+    handle.focus();
+    handle.dispatchEvent(new KeyboardEvent('keydown',
+      {key: 'ArrowRight', code: 'ArrowRight', keyCode: 39, which: 39, bubbles: true, cancelable: true}));
+  }
+  async function run() {
+    try {
+      const want = PLAN.length;
+      for (let waited = 0; waited < 10000 && document.querySelectorAll('.widget-slider').length < want; waited += 250) {
+        await sleep(250);
+      }
+      await sleep(SETTLE);
+      const sliders = Array.from(document.querySelectorAll('.widget-slider'));
+      log.found = sliders.length;
+      write();
+      for (let i = 0; i < sliders.length && i < PLAN.length; i++) {
+        const slider = sliders[i];
+        const box = slider.closest('.widget-subarea') || slider.closest('.cell_output') || slider.parentElement;
+        const handles = slider.querySelectorAll('.noUi-handle');
+        const entry = {handles: handles.length, states: [await snap(slider, box)]};
+        log.sliders.push(entry);
+        write();
+        if (handles.length !== 1) continue;
+        for (let k = 1; k <= PLAN[i]; k++) {
+          press(handles[0]);
+          await sleep(STEP);
+          entry.states.push(await snap(slider, box));
+          write();
+        }
+      }
+    } catch (e) {
+      log.error = String(e && e.stack || e);
+    }
+    log.done = true;
+    write();
+  }
+  window.addEventListener('load', run);
+})();
+</script>
+"""
+
+
+@dataclass
+class SliderSpec:
+    """One slider model as the page shows it: the readout expected at each position."""
+
+    model: str
+    start: int
+    positions: int
+    labels: list[str | None]  # expected readout per position (None: only check that it changes)
+
+    @property
+    def steps(self) -> int:
+        if self.model not in SLIDER_MODELS:
+            return 0
+        return max(0, min(self.positions - 1 - self.start, MAX_SLIDER_STEPS))
+
+
+def _readout(value: float, fmt: str | None) -> str | None:
+    try:
+        return format(value, fmt or "")
+    except (TypeError, ValueError):
+        return None
+
+
+def slider_specs(static: BeautifulSoup) -> list[SliderSpec]:
+    """The page's slider models in the order they are rendered (views in document order, walked
+    depth-first through containers; a Stack shows only its selected child)."""
+    state_tag = static.find("script", type="application/vnd.jupyter.widget-state+json")
+    if state_tag is None:
+        return []
+    try:
+        models = json.loads(state_tag.string or "{}").get("state", {})
+    except json.JSONDecodeError:
+        return []
+    specs: list[SliderSpec] = []
+
+    def ref(value) -> str | None:
+        return value[len("IPY_MODEL_"):] if isinstance(value, str) and value.startswith("IPY_MODEL_") else None
+
+    def walk(model_id: str | None, depth: int = 0) -> None:
+        model = models.get(model_id or "")
+        if model is None or depth > 50:
+            return
+        name, st = model.get("model_name", ""), model.get("state", {})
+        if name in SLIDER_MODELS | RANGE_SLIDER_MODELS:
+            specs.append(_slider_spec(name, st))
+        children = [ref(c) for c in st.get("children") or []]
+        if name == "StackModel":
+            index = st.get("selected_index")
+            children = [children[index]] if isinstance(index, int) and 0 <= index < len(children) else []
+        for child in children:
+            walk(child, depth + 1)
+
+    for view in static.find_all("script", type="application/vnd.jupyter.widget-view+json"):
+        try:
+            walk(json.loads(view.string or "{}").get("model_id"))
+        except json.JSONDecodeError:
+            continue
+    return specs
+
+
+def _slider_spec(name: str, st: dict) -> SliderSpec:
+    if name == "SelectionSliderModel":
+        labels = [str(x) for x in st.get("_options_labels") or []]
+        return SliderSpec(name, int(st.get("index") or 0), len(labels), list(labels))
+    if name in ("IntSliderModel", "FloatSliderModel", "FloatLogSliderModel"):
+        lo, hi, step = st.get("min", 0), st.get("max", 100), st.get("step") or 1
+        fmt = st.get("readout_format")
+        positions = int(round((hi - lo) / step)) + 1 if step > 0 and hi >= lo else 1
+        value = st.get("value", lo)
+        if name == "FloatLogSliderModel":  # the slider moves the exponent
+            base = st.get("base", 10)
+            exponent = math.log(value, base) if value > 0 and base > 1 else lo
+            start = int(round((exponent - lo) / step))
+            labels = [None] * positions  # rounding of base**x in JS vs Python: only check a change
+        else:
+            start = int(round((value - lo) / step)) if step > 0 else 0
+            if name == "IntSliderModel":
+                labels = [_readout(int(lo + k * step), fmt or "d") for k in range(positions)]
+            else:
+                labels = [None] * positions  # float rounding: only check that the readout changes
+        return SliderSpec(name, max(0, min(start, positions - 1)), positions, labels)
+    return SliderSpec(name, 0, 0, [])  # range sliders: not exercised
+
+
+def check_sliders(chromium: str, served: Served, build_dir: Path, page: str, base: str, workdir: Path,
+                  specs: list[SliderSpec]) -> tuple[list[str], str]:
+    """Move each slider with the keyboard in Chromium and check readout and image at every step."""
+    plan = [spec.steps for spec in specs]
+    html = (build_dir / page).read_text(encoding="utf-8")
+    script = (SLIDER_TEST_JS.replace("__PLAN__", json.dumps(plan))
+              .replace("__SETTLE__", str(SLIDER_SETTLE_MS)).replace("__STEP__", str(SLIDER_STEP_MS)))
+    cut = html.lower().rfind("</body>")
+    html = html[:cut] + script + html[cut:] if cut >= 0 else html + script
+    test_page = page.removesuffix(".html") + ".slidertest.html"
+    served.overrides["/" + test_page] = html.encode("utf-8")
+    budget = max(20000, SLIDER_SETTLE_MS + 10000 + sum(plan) * (SLIDER_STEP_MS + 300) + 3000)
+    try:
+        result = run_chromium(chromium, urljoin(base, test_page), workdir / "slider", budget, ["--dump-dom"])
+    except subprocess.TimeoutExpired:
+        return ["slider: Chromium timed out"], "slider: not checked"
+    finally:
+        served.overrides.pop("/" + test_page, None)
+    pre = BeautifulSoup(result.stdout, "html.parser").find("pre", id="slider-test")
+    if pre is None:
+        return [f"slider: the test script wrote no result (chromium exited {result.returncode})"], "slider: not checked"
+    try:
+        log = json.loads(pre.get_text())
+    except json.JSONDecodeError:
+        return ["slider: unreadable test result"], "slider: not checked"
+    problems: list[str] = []
+    if log.get("error"):
+        problems.append(f"slider: test script error: {log['error'].splitlines()[0][:200]}")
+    if not log.get("done"):
+        problems.append("slider: test did not finish within the virtual time budget")
+    if log.get("found") != len(specs):
+        problems.append(f"slider: {len(specs)} slider model(s) in the page state, {log.get('found')} rendered")
+    notes = []
+    for i, (spec, result_i) in enumerate(zip(specs, log.get("sliders") or [])):
+        tag = "slider" if len(specs) == 1 else f"slider {i + 1}"
+        if spec.steps == 0 and spec.model not in SLIDER_MODELS:
+            notes.append(f"{tag}: {spec.model} not exercised")
+            continue
+        found = _check_slider_steps(tag, spec, result_i)
+        problems += found
+        if not found:
+            covered = "every step" if spec.steps == spec.positions - 1 else \
+                f"each of {spec.steps} steps from position {spec.start + 1}"
+            notes.append(f"{tag}: {spec.positions} positions, readout and image change at {covered}")
+    if len(log.get("sliders") or []) < min(len(specs), log.get("found") or 0):
+        problems.append(f"slider: only {len(log.get('sliders') or [])} of {len(specs)} slider(s) tested")
+    if problems and not notes:
+        notes.append(f"slider: {len(specs)} slider(s), FAILED")
+    return problems, "; ".join(notes)
+
+
+def _check_slider_steps(tag: str, spec: SliderSpec, result: dict) -> list[str]:
+    states = result.get("states") or []
+    if result.get("handles") != 1:
+        return [f"{tag}: expected one slider handle, found {result.get('handles')}"]
+    if spec.steps < 1:
+        return [f"{tag}: only {spec.positions} position(s) from position {spec.start + 1}, nothing to move"]
+    if len(states) != spec.steps + 1:
+        return [f"{tag}: recorded {len(states) - 1} of {spec.steps} steps"]
+    problems = []
+    first = states[0]
+    if first.get("image") in (None, "empty"):
+        problems.append(f"{tag}: no image shown in the widget box"
+                        + (" (empty)" if first.get("image") == "empty" else ""))
+    expected0 = spec.labels[spec.start]
+    if expected0 is not None and first.get("readout") != expected0:
+        problems.append(f"{tag}: initial readout {first.get('readout')!r}, expected {expected0!r}")
+    for k in range(1, spec.steps + 1):
+        now, before = states[k], states[k - 1]
+        expected = spec.labels[spec.start + k]
+        if expected is not None and now.get("readout") != expected:
+            problems.append(f"{tag}: after {k} ArrowRight the readout is {now.get('readout')!r}, expected {expected!r}")
+        elif expected is None and now.get("readout") == before.get("readout"):
+            problems.append(f"{tag}: after {k} ArrowRight the readout is still {now.get('readout')!r}")
+        if now.get("image") in (None, "empty"):
+            problems.append(f"{tag}: after {k} ArrowRight no image is shown")
+        elif now.get("image") == first.get("image"):
+            problems.append(f"{tag}: after {k} ArrowRight the image is the same as at the start")
+        elif now.get("image") == before.get("image"):
+            problems.append(f"{tag}: after {k} ArrowRight the image did not change from step {k - 1}")
+    return problems
+
+
 def default_pages(build_dir: Path) -> list[str]:
     pages = ["intro.html"]
     for folder in ("chapters", "exercises", "appendices"):
@@ -230,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", type=Path, metavar="DIR", help="also write a full-width PNG of each page here")
     parser.add_argument("--verbose", action="store_true", help="list every local file the page loaded")
     parser.add_argument("--window-size", default="1280,2400", help="screenshot size, WIDTH,HEIGHT")
+    parser.add_argument("--no-interact", action="store_true",
+                        help="skip the slider check (moving each ipywidgets slider in the browser)")
     args = parser.parse_args(argv)
 
     build_dir = args.build_dir.resolve()
@@ -286,6 +562,11 @@ def main(argv: list[str] | None = None) -> int:
                                         [f"--screenshot={png}", f"--window-size={args.window_size}"])
                     notes.append(f"screenshot {png}" if shot.returncode == 0 and png.exists()
                                  else f"screenshot failed ({shot.returncode})")
+                specs = [] if args.no_interact else slider_specs(static)
+                if specs:
+                    found, note = check_sliders(args.chromium, served, build_dir, page, base, workdir, specs)
+                    problems += found
+                    notes.append(note)
             verdict = "FAIL" if problems else "PASS"
             failures += bool(problems)
             print(f"{verdict} {page}: " + "; ".join(notes))
