@@ -216,3 +216,23 @@ def test_functional_signature_matches_torch(name):
 def test_modules_are_nn_modules():
     for name in MODULE_NAMES:
         assert issubclass(getattr(normlib, name), nn.Module)
+
+
+@pytest.mark.parametrize(
+    "name, args, kwargs",
+    [
+        ("BatchNorm1d", (3,), {}),
+        ("BatchNorm2d", (3,), {"momentum": None, "affine": False}),
+        ("BatchNorm3d", (3,), {"track_running_stats": False, "bias": False}),
+        ("InstanceNorm1d", (3,), {}),
+        ("InstanceNorm2d", (3,), {"affine": True, "track_running_stats": True}),
+        ("LayerNorm", ([3, 4],), {}),
+        ("LayerNorm", (3,), {"bias": False}),
+        ("LayerNorm", (3,), {"elementwise_affine": False}),
+        ("GroupNorm", (1, 3), {"bias": False}),
+        ("RMSNorm", (4,), {"eps": 1e-6}),
+    ],
+)
+def test_repr_matches_torch(name, args, kwargs):
+    """A learner who prints a model sees the same line for torch.nn.X and normlib.X."""
+    assert repr(getattr(normlib, name)(*args, **kwargs)) == repr(getattr(nn, name)(*args, **kwargs))
