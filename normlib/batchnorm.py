@@ -186,9 +186,15 @@ class _InstanceNorm(_NormBase):
             # Very old checkpoints stored running stats even when they were not tracked.
             stale = [prefix + name for name in ("running_mean", "running_var") if prefix + name in state_dict]
             if stale:
-                warnings.warn(
+                # An error, as in PyTorch: silently dropping statistics could hide a wrong model.
+                error_msgs.append(
                     "Unexpected running stats buffer(s) {names} for {klass} with track_running_stats=False. "
-                    "They are ignored.".format(names=" and ".join(f'"{k}"' for k in stale), klass=self.__class__.__name__)
+                    "If state_dict is a checkpoint saved before 0.4.0, this may be expected because {klass} "
+                    "does not track running stats by default since 0.4.0. Please remove these keys from "
+                    "state_dict. If the running stats are actually needed, instead set track_running_stats=True "
+                    "in {klass} to enable them.".format(
+                        names=" and ".join(f'"{k}"' for k in stale), klass=self.__class__.__name__
+                    )
                 )
                 for key in stale:
                     state_dict.pop(key)

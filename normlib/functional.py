@@ -26,7 +26,6 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 __all__ = [
     "normalize",
@@ -55,7 +54,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _check_floating(x: Tensor, where: str) -> None:
     if not x.is_floating_point():
-        raise RuntimeError(f"{where}: expected a floating-point input, got dtype {x.dtype}")
+        # PyTorch's type for this (its kernels are "not implemented" for integer dtypes).
+        raise NotImplementedError(f'"{where}" not implemented for {x.dtype}: normalization needs a floating-point input')
 
 
 def _as_dims(dims: Dims, ndim: int) -> Tuple[int, ...]:
@@ -225,36 +225,44 @@ class BatchNormFunction(torch.autograd.Function):
     ``BatchNormFunction.apply(x, weight, bias, eps)`` returns ``(y, mean, var)``;
     mean and var are the batch statistics (shape ``(C,)``, not differentiable).
     The forward pass is :func:`normalize` over ``(0, 2, 3, ...)``; the backward pass is
-    :func:`batch_norm_backward`. First-order only: a second derivative raises.
+    :func:`batch_norm_backward`. The backward pass is itself made of differentiable
+    tensor ops, so second derivatives (``create_graph=True``) work, and so do
+    ``torch.func`` transforms (``setup_context`` and a generated vmap rule).
     """
 
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
-        dims = norm_dims("bn", x.dim())
-        shape = _channel_shape(x)
-        y, mean, var = normalize(x, dims, eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape))
-        ctx.dims = dims
-        ctx.input_dtype = x.dtype
-        ctx.has_bias = bias is not None
-        # Like PyTorch, keep x, the mean and 1/std; x_hat is recomputed in the backward pass.
-        ctx.save_for_backward(x, mean, torch.rsqrt(var + eps), weight)
-        mean, var = mean.flatten(), var.flatten()
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
+    def forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
+        shape = _channel_shape(x)
+        y, mean, var = normalize(x, norm_dims("bn", x.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape))
+        return y, mean.flatten(), var.flatten()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps = inputs
+        _, mean, var = output
+        ctx.eps = eps
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+        ctx.mark_non_differentiable(mean, var)
+
+    @staticmethod
     def backward(ctx, grad_output, _grad_mean, _grad_var):
-        x, mean, inv_std, weight = ctx.saved_tensors
-        x_hat = (x.to(mean.dtype) - mean) * inv_std
-        grad_input, grad_weight, grad_bias = batch_norm_backward(grad_output, x_hat, inv_std, weight, ctx.dims)
+        x, weight = ctx.saved_tensors
+        dims = norm_dims("bn", x.dim())
+        # x_hat and 1/std are recomputed from x (one reduction) rather than saved: then, under
+        # create_graph=True, autograd also sees how they depend on x, and second derivatives are exact.
+        xc, mean, var = _moments(x, dims)
+        inv_std = torch.rsqrt(var + ctx.eps)
+        grad_input, grad_weight, grad_bias = batch_norm_backward(grad_output, (xc - mean) * inv_std, inv_std, weight, dims)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         if ctx.has_bias:
             grad_bias = grad_bias.to(grad_output.dtype if weight is None else weight.dtype)
         else:
             grad_bias = None
-        return grad_input.to(ctx.input_dtype), grad_weight, grad_bias, None
+        return grad_input.to(x.dtype), grad_weight, grad_bias, None
 
 
 def _verify_batch_size(size: torch.Size) -> None:
@@ -320,8 +328,9 @@ def batch_norm(
     if training:
         _verify_batch_size(input.size())
         y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
-        values_per_stat = input.numel() // input.shape[1]
-        _update_running_stats(running_mean, running_var, mean, var, values_per_stat, momentum)
+        if input.numel() > 0:  # an empty batch has no statistics: keep the running ones, as PyTorch does
+            values_per_stat = input.numel() // input.shape[1]
+            _update_running_stats(running_mean, running_var, mean, var, values_per_stat, momentum)
         return y
 
     if running_mean is None or running_var is None:
@@ -477,11 +486,12 @@ def instance_norm(
         y, mean, var = normalize(
             input, norm_dims("in", input.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape)
         )
-        values_per_stat = math.prod(input.shape[2:])
-        # Each instance updates its own copy of the running stats; the copies are averaged.
-        _update_running_stats(
-            running_mean, running_var, mean.mean(dim=0).flatten(), var.mean(dim=0).flatten(), values_per_stat, momentum
-        )
+        if input.numel() > 0:  # an empty batch has no statistics: keep the running ones
+            # Each instance updates its own copy of the running stats; the copies are averaged.
+            values_per_stat = math.prod(input.shape[2:])
+            _update_running_stats(
+                running_mean, running_var, mean.mean(dim=0).flatten(), var.mean(dim=0).flatten(), values_per_stat, momentum
+            )
         return y
 
     if running_mean is None or running_var is None:

@@ -333,8 +333,9 @@ def explorer(frames: FrameSource, labels: Sequence[str], description: str = ""):
     moving the slider changes the readout and the image, with no kernel
     (``scripts/check_book_html.py`` repeats that check).
 
-    Without ipywidgets the same PNGs are returned as a matplotlib ``FuncAnimation``
-    rendered with ``to_jshtml`` (its own slider and play buttons, no kernel needed).
+    Without ipywidgets 8 (not installed, or version 7 as on Colab, which has no ``Stack``)
+    the same PNGs are returned as a matplotlib ``FuncAnimation`` rendered with
+    ``to_jshtml`` (its own slider and play buttons, no kernel needed).
 
     Returns the widget (an ``ipywidgets.VBox``) or an ``IPython.display.HTML``; make it the
     last expression of a cell to display it.
@@ -348,6 +349,8 @@ def explorer(frames: FrameSource, labels: Sequence[str], description: str = ""):
     try:
         import ipywidgets as widgets
     except ImportError:
+        return _animation_html(pngs)
+    if not hasattr(widgets, "Stack"):  # ipywidgets 7 (Colab ships it) has no Stack
         return _animation_html(pngs)
 
     images = [widgets.Image(value=png, format="png") for png in pngs]

@@ -26,8 +26,14 @@ def norm_except_dim(v: Tensor, dim: int) -> Tensor:
     """
     if dim == -1:
         return torch.linalg.vector_norm(v)
-    kept = dim % v.dim()
-    reduced = [d for d in range(v.dim()) if d != kept]
+    if not -v.dim() <= dim < v.dim():
+        raise IndexError(
+            f"Dimension out of range (expected to be in range of [{-v.dim()}, {v.dim() - 1}], but got {dim}): "
+            f"weight_norm's dim must name a dim of the {v.dim()}-D weight"
+        )
+    reduced = [d for d in range(v.dim()) if d != dim % v.dim()]
+    if not reduced:  # a 1-D tensor normalized along its only dim: each entry is its own vector
+        return v.abs()
     return torch.linalg.vector_norm(v, dim=reduced, keepdim=True)
 
 

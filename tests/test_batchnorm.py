@@ -241,3 +241,32 @@ def test_buffers_and_attributes_match_torch():
         for n, b in ref.named_buffers():
             assert torch.equal(dict(got.named_buffers())[n], b), n
             assert dict(got.named_buffers())[n].dtype == b.dtype, n
+
+
+@pytest.mark.parametrize("name, shape", [("BatchNorm1d", (0, 3)), ("BatchNorm2d", (2, 3, 0, 2)),
+                                         ("InstanceNorm1d", (2, 3, 0))])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_empty_batch_leaves_running_stats_alone(name, shape, momentum):
+    """A batch with no values has no statistics: the running ones stay as they were (torch too)."""
+    kwargs = {"momentum": momentum, "track_running_stats": True}
+    ref, got = getattr(nn, name)(3, **kwargs), getattr(normlib, name)(3, **kwargs)
+    for module in (ref, got):
+        torch.manual_seed(5)
+        module(torch.randn([size or 2 for size in shape]))  # a real batch first: stats not the defaults
+    before = {key: value.clone() for key, value in got.state_dict().items()}
+    for module in (ref, got):
+        module(torch.randn(shape))
+    for key, value in ref.state_dict().items():
+        assert_close(got.state_dict()[key], value, dtype=torch.float32, msg=key)
+    assert_close(got.running_mean, before["running_mean"])
+    assert_close(got.running_var, before["running_var"])
+
+
+def test_instance_norm_empty_batch_keeps_running_stats():
+    """A deliberate difference: torch 2.13's InstanceNorm turns its running stats into NaN
+    on a batch of N = 0 (the mean of no per-instance statistics); normlib keeps them."""
+    got = normlib.InstanceNorm1d(3, track_running_stats=True)
+    got(torch.randn(2, 3, 4))
+    before = got.running_mean.clone(), got.running_var.clone()
+    assert got(torch.randn(0, 3, 4)).shape == (0, 3, 4)
+    assert torch.equal(got.running_mean, before[0]) and torch.equal(got.running_var, before[1])

@@ -66,6 +66,11 @@ CASES = [
     ("ln_shape", lambda m: m.LayerNorm(5)(torch.randn(2, 4)), r"normalized_shape=\[5\].*\[2, 4\]"),
     ("ln_multi_shape", lambda m: m.LayerNorm([3, 5])(torch.randn(2, 4, 5)), r"normalized_shape=\[3, 5\]"),
     ("ln_too_few_dims", lambda m: m.LayerNorm([2, 3, 4])(torch.randn(3, 4)), r"normalized_shape"),
+    # weight_norm along a dim the weight does not have
+    ("weight_norm_dim_out_of_range", lambda m: (torch.nn.utils.parametrizations if m is nn else normlib).weight_norm(
+        nn.Linear(5, 6), dim=2), r"Dimension out of range"),
+    ("weight_norm_negative_dim_out_of_range", lambda m: (torch.nn.utils.parametrizations if m is nn else normlib).weight_norm(
+        nn.Conv1d(2, 3, 2), dim=-4), r"Dimension out of range"),
     ("rms_shape", lambda m: m.RMSNorm(5)(torch.randn(2, 4)), r"normalized_shape=\[5\]"),
 ]
 
@@ -87,6 +92,11 @@ FUNCTIONAL_CASES = [
     ("layer_norm_weight_shape", lambda f: f.layer_norm(torch.randn(2, 4), (4,), torch.ones(3)), r"weight to be of same shape as normalized_shape"),
     ("rms_norm_shape", lambda f: f.rms_norm(torch.randn(2, 4), (5,)), r"normalized_shape"),
     ("instance_norm_one_spatial", lambda f: f.instance_norm(torch.randn(2, 3, 1)), r"Expected more than 1 spatial element"),
+    # integer input: torch's kernels are "not implemented" for integer dtypes
+    ("batch_norm_int", lambda f: f.batch_norm(torch.ones(4, 3, dtype=torch.long), None, None, training=True),
+     r"not implemented for"),
+    ("layer_norm_int", lambda f: f.layer_norm(torch.ones(2, 3, dtype=torch.long), (3,)), r"not implemented for"),
+    ("group_norm_int", lambda f: f.group_norm(torch.ones(2, 4, 3, dtype=torch.long), 2), r"not implemented for"),
 ]
 
 

@@ -138,3 +138,31 @@ def test_gradcheck_weight_norm():
         )
 
     assert gradcheck(f, (g, v))
+
+
+def test_batchnorm_function_second_derivatives():
+    """The closed-form backward is differentiable: gradgradcheck, and a gradient penalty
+    (double backward) through BatchNorm2d in training equals torch's."""
+    gen = make_gen(121)
+    x, w, b = leaf((4, 3, 2), gen, scale=2.0, shift=1.0), leaf((3,), gen, shift=1.0), leaf((3,), gen)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: NF.BatchNormFunction.apply(x, w, b, 1e-5)[0], (x, w, b))
+
+    def gradient_penalty_grad(module):
+        inp = randn((4, 3, 2, 2), make_gen(122)).requires_grad_(True)
+        (g,) = torch.autograd.grad((module(inp) ** 3).sum(), inp, create_graph=True)
+        return torch.autograd.grad((g ** 2).sum(), [inp, module.weight])
+
+    for ours, theirs in zip(gradient_penalty_grad(normlib.BatchNorm2d(3).double()),
+                            gradient_penalty_grad(torch.nn.BatchNorm2d(3).double())):
+        assert_close(ours, theirs)
+
+
+def test_batchnorm_function_under_torch_func():
+    """setup_context + a generated vmap rule: torch.func.vmap and torch.func.grad work."""
+    xs = randn((5, 4, 3), make_gen(123))
+    apply = lambda x: NF.BatchNormFunction.apply(x, None, None, 1e-5)[0]  # noqa: E731
+    assert_close(torch.func.vmap(apply)(xs), torch.stack([apply(x) for x in xs]))
+    cubic = lambda x: (apply(x) ** 3).sum()  # noqa: E731
+    reference = xs[0].clone().requires_grad_(True)
+    (torch.nn.functional.batch_norm(reference, None, None, training=True) ** 3).sum().backward()
+    assert_close(torch.func.grad(cubic)(xs[0]), reference.grad)

@@ -164,3 +164,13 @@ def test_model_swap_same_outputs_and_gradients(device):
     got.eval()
     x = randn((2, 3, 4, 4), gen, device=device)
     assert_close(fresh(x), got(x))
+
+
+def test_instance_norm_rejects_stale_running_stats_like_torch():
+    """Pre-0.4 checkpoints (no version metadata) may carry running stats that an InstanceNorm
+    without track_running_stats does not have: torch refuses them, strict or not."""
+    stale = OrderedDict(running_mean=torch.zeros(3), running_var=torch.ones(3))  # no _metadata
+    for strict in (True, False):
+        for module in (nn.InstanceNorm1d(3), normlib.InstanceNorm1d(3)):
+            with pytest.raises(RuntimeError, match="Unexpected running stats buffer"):
+                module.load_state_dict(OrderedDict(stale), strict=strict)

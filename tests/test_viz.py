@@ -93,3 +93,12 @@ def test_markdown_table_checks_row_length():
     assert table.data.splitlines() == ["| layer | statistics |", "|:--|--:|", "| BN | 6 |"]
     with pytest.raises(ValueError, match="row"):
         viz.markdown_table(["a", "b"], [(1,)])
+
+
+def test_explorer_with_ipywidgets_7_falls_back_to_the_animation(monkeypatch):
+    """Colab ships ipywidgets 7, which has no Stack: the explorer must still give a slider."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", types.ModuleType("ipywidgets"))  # no Stack
+    html = viz.explorer(_frames(2), ["a", "b"]).data
+    assert "<img" in html and not re.search(r"https?://", html)

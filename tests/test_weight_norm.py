@@ -14,7 +14,8 @@ MODULES = [
     pytest.param(lambda: nn.Conv2d(3, 4, 3, padding=1), (2, 3, 5, 5), id="conv2d"),
     pytest.param(lambda: nn.Conv1d(2, 3, 2), (2, 2, 6), id="conv1d"),
 ]
-DIMS = [pytest.param(0, id="dim0"), pytest.param(1, id="dim1"), pytest.param(None, id="dimNone")]
+DIMS = [pytest.param(0, id="dim0"), pytest.param(1, id="dim1"), pytest.param(None, id="dimNone"),
+        pytest.param(-1, id="dim-1")]  # -1 is PyTorch's spelling of None: one norm for the whole tensor
 
 
 def build(make, dim, device, seed=0):
@@ -113,3 +114,36 @@ def test_weight_norm_trains_like_torch():
             opt.step()
     for (k, a), (_, b) in zip(sorted(got.state_dict().items()), sorted(ref.state_dict().items())):
         assert_close(a, b, msg=k)
+
+
+@pytest.mark.parametrize("dim", [0, -1, None])
+def test_weight_norm_of_a_1d_parameter_matches_torch(dim):
+    """A bias (1-D) normalized along its only dim: every entry is its own vector, g = |v|."""
+    torch.manual_seed(3)
+    base = nn.Linear(5, 6).double()
+    ref = torch_weight_norm(copy.deepcopy(base), name="bias", dim=dim)
+    got = normlib.weight_norm(copy.deepcopy(base), name="bias", dim=dim)
+    for key, value in ref.state_dict().items():
+        assert got.state_dict()[key].shape == value.shape, key
+        assert_close(got.state_dict()[key], value, msg=key)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    assert_close(got(x), ref(x))
+
+
+@pytest.mark.parametrize("dim", [0, 1, None])
+def test_weight_norm_loads_legacy_weight_g_weight_v_checkpoints(dim):
+    """Checkpoints of the old torch.nn.utils.weight_norm store <name>_g and <name>_v."""
+    import warnings
+
+    torch.manual_seed(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the old API is deprecated
+        legacy = torch.nn.utils.weight_norm(nn.Sequential(nn.Conv2d(2, 3, 3)).double()[0], dim=dim)
+    with torch.no_grad():
+        legacy.weight_g.mul_(1.5)  # a trained-looking magnitude, not the initial one
+    state = legacy.state_dict()
+    assert {"weight_g", "weight_v"} <= set(state)
+    got = normlib.weight_norm(nn.Conv2d(2, 3, 3).double(), dim=dim)
+    got.load_state_dict(state, strict=True)
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    assert_close(got(x), legacy(x))
