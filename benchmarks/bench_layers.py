@@ -32,6 +32,8 @@ def _time(module, x, backward: bool, min_run_time: float) -> float:
         if backward:
             y.sum().backward()
 
+    for _ in range(5):  # warm up the allocator and thread pool before timing
+        step()
     timer = benchmark.Timer(stmt="step()", globals={"step": step})
     return timer.blocked_autorange(min_run_time=min_run_time).median
 
