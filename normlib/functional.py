@@ -243,7 +243,7 @@ class BatchNormFunction(torch.autograd.Function):
         x, weight, bias, eps = inputs
         _, mean, var = output
         ctx.eps = eps
-        ctx.has_bias = bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, weight)
         ctx.mark_non_differentiable(mean, var)
 
@@ -258,10 +258,7 @@ class BatchNormFunction(torch.autograd.Function):
         grad_input, grad_weight, grad_bias = batch_norm_backward(grad_output, (xc - mean) * inv_std, inv_std, weight, dims)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        if ctx.has_bias:
-            grad_bias = grad_bias.to(grad_output.dtype if weight is None else weight.dtype)
-        else:
-            grad_bias = None
+        grad_bias = None if ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
         return grad_input.to(x.dtype), grad_weight, grad_bias, None
 
 

@@ -98,8 +98,8 @@ def label(method: str) -> str:
 
 # --------------------------------------------------------------------------- style
 
-_OKABE_ITO_CYCLE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
-                    "#000000", "#F0E442"]
+# Unnamed lines cycle through the method colours in the same order (grey stays the baseline's).
+_OKABE_ITO_CYCLE = [colour for method, colour in METHOD_COLORS.items() if method != "none"]
 
 BOOK_RC = {
     "figure.figsize": (5.0, 3.2),
