@@ -15,6 +15,7 @@ import torch
 
 from . import functional, reference
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .ibn import IBNorm
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .weight_norm import weight_norm
@@ -31,6 +32,7 @@ __all__ = [
     "LayerNorm",
     "GroupNorm",
     "RMSNorm",
+    "IBNorm",
     "weight_norm",
     "make_norm",
     "default_num_groups",

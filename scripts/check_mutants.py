@@ -127,11 +127,38 @@ MUTANTS = {
              "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n"),
         ],
     ),
+    "ibn_halves_swapped": (
+        "IBNorm batch-normalizes the FIRST channels and instance-normalizes the rest",
+        [
+            ("ibn.py",
+             "instance_part, batch_part = torch.split(input, [self.instance_channels, self.batch_channels], dim=1)\n"
+             "        return torch.cat([self.IN(instance_part), self.BN(batch_part)], dim=1)",
+             "batch_part, instance_part = torch.split(input, [self.batch_channels, self.instance_channels], dim=1)\n"
+             "        return torch.cat([self.BN(batch_part), self.IN(instance_part)], dim=1)"),
+        ],
+    ),
+    "adain_unbiased_style_var": (
+        "adain takes the style's UNBIASED variance (torch.var's default), so outputs miss the style's statistics",
+        [
+            ("functional.py",
+             "    _, style_mean, style_var = _moments(style, dims)\n",
+             "    _, style_mean, _ = _moments(style, dims)\n    style_var = style.var(dims, keepdim=True)\n"),
+        ],
+    ),
+    "adain_style_std_without_eps": (
+        "adain scales by sqrt(var_style) without eps: adain(x, x) is no longer exactly x",
+        [
+            ("functional.py",
+             "weight=torch.sqrt(style_var + eps), bias=style_mean)",
+             "weight=torch.sqrt(style_var), bias=style_mean)"),
+        ],
+    ),
 }
 
 DEFAULT = ["unbiased_forward", "keras_momentum", "biased_running_var", "strided_groups",
            "momentum_none_ignored", "eval_uses_batch_stats", "half_accumulates_in_half", "rms_eps_of_input_dtype",
-           "calls_F_layer_norm", "calls_aten_batch_norm"]
+           "calls_F_layer_norm", "calls_aten_batch_norm", "ibn_halves_swapped", "adain_unbiased_style_var",
+           "adain_style_std_without_eps"]
 
 
 class PatternNotFound(Exception):
