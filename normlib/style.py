@@ -26,9 +26,10 @@ class RandomEncoder(nn.Module):
     """Conv 3 x 3 -> ReLU stages with fixed random weights; ``forward`` returns every stage's output.
 
     The first stage keeps the resolution, each further stage halves it (stride 2).
-    Reflection padding avoids dark borders. The weights are PyTorch's default
-    initialization drawn from ``seed`` (the global random state is left untouched), and no
-    parameter requires a gradient.
+    Reflection padding avoids dark borders. The weights are He-normal (variance 2 / fan-in,
+    so the features keep the input's scale from stage to stage instead of shrinking, and
+    statistics stay well above ``eps``), the biases zero; they are drawn from ``seed``
+    (the global random state is left untouched), and no parameter requires a gradient.
     """
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (32, 32, 64), *, seed: int = 0) -> None:
@@ -39,8 +40,10 @@ class RandomEncoder(nn.Module):
             torch.manual_seed(seed)
             stages, width_in = [], in_channels
             for i, width in enumerate(channels):
-                stages.append(nn.Conv2d(width_in, width, 3, stride=1 if i == 0 else 2, padding=1,
-                                        padding_mode="reflect"))
+                conv = nn.Conv2d(width_in, width, 3, stride=1 if i == 0 else 2, padding=1, padding_mode="reflect")
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+                stages.append(conv)
                 width_in = width
         self.stages = nn.ModuleList(stages)
         self.requires_grad_(False)
@@ -75,7 +78,7 @@ def stylize(
     *,
     steps: int = 150,
     lr: float = 0.02,
-    style_weight: float = 3.0,
+    style_weight: float = 50.0,
     return_losses: bool = False,
 ):
     """An image with the content's layout and the style's channel statistics.

@@ -149,7 +149,7 @@ _REDUCED_OVER = {
     "ln": "C, H·W",
     "in": "H·W",
     "gn": "C/G, H·W",
-    "ibn": "H·W | N, H·W",
+    "ibn": "H·W (IN half); N, H·W (BN half)",
 }
 
 

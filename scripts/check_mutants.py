@@ -131,9 +131,11 @@ MUTANTS = {
         "IBNorm batch-normalizes the FIRST channels and instance-normalizes the rest",
         [
             ("ibn.py",
-             "instance_part, batch_part = torch.split(input, [self.instance_channels, self.batch_channels], dim=1)\n"
+             "sizes = [self.instance_channels, self.batch_channels]\n"
+             "        instance_part, batch_part = torch.split(input, sizes, dim=1)\n"
              "        return torch.cat([self.IN(instance_part), self.BN(batch_part)], dim=1)",
-             "batch_part, instance_part = torch.split(input, [self.batch_channels, self.instance_channels], dim=1)\n"
+             "sizes = [self.batch_channels, self.instance_channels]\n"
+             "        batch_part, instance_part = torch.split(input, sizes, dim=1)\n"
              "        return torch.cat([self.BN(batch_part), self.IN(instance_part)], dim=1)"),
         ],
     ),

@@ -17,8 +17,12 @@ def test_random_encoder_is_frozen_seeded_and_leaves_the_global_rng_alone():
     a, b, c = style.RandomEncoder(seed=1), style.RandomEncoder(seed=1), style.RandomEncoder(seed=2)
     assert torch.equal(torch.random.get_rng_state(), before)
     assert all(not p.requires_grad for p in a.parameters())
-    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
-        assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    for conv_a, conv_b, conv_c in zip(a.stages, b.stages, c.stages):
+        assert torch.equal(conv_a.weight, conv_b.weight) and not torch.equal(conv_a.weight, conv_c.weight)
+        assert not conv_a.bias.any()
+        # He-normal: variance 2 / fan-in, so the features do not shrink from stage to stage
+        fan_in = conv_a.weight[0].numel()
+        assert 0.7 < float(conv_a.weight.var() * fan_in / 2) < 1.3
 
 
 def test_random_encoder_stages_and_shapes():
