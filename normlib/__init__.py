@@ -13,7 +13,7 @@ import random
 import numpy as np
 import torch
 
-from . import functional, reference
+from . import data, functional, models, reference, train
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
@@ -43,6 +43,9 @@ __all__ = [
     "seed",
     "functional",
     "reference",
+    "data",
+    "models",
+    "train",
     "viz",
 ]
 
