@@ -197,30 +197,33 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def _fold_pair(layer: nn.Module, bn: nn.Module) -> None:
-    """Merge ``bn`` (eval mode: running statistics) into ``layer``'s weight and bias, in float64."""
+    """Merge ``bn`` (eval mode) into ``layer``'s weight and bias, in float64."""
     weight = layer.weight
     f64 = dict(dtype=torch.float64, device=weight.device)
     inv_std = torch.rsqrt(bn.running_var.to(**f64) + bn.eps)
-    gamma = bn.weight.to(**f64) if bn.weight is not None else torch.ones_like(inv_std)
-    beta = bn.bias.to(**f64) if bn.bias is not None else torch.zeros_like(inv_std)
-    scale = gamma * inv_std  # one factor per output channel
-    old_bias = layer.bias.to(**f64) if layer.bias is not None else torch.zeros_like(scale)
-    new_bias = (old_bias - bn.running_mean.to(**f64)) * scale + beta
+    ones, zeros = torch.ones_like(inv_std), torch.zeros_like(inv_std)
+    gamma = ones if bn.weight is None else bn.weight.to(**f64)
+    beta = zeros if bn.bias is None else bn.bias.to(**f64)
+    scale = gamma * inv_std  # s: one factor per output channel
+    bias = zeros if layer.bias is None else layer.bias.to(**f64)
+    new_bias = (bias - bn.running_mean.to(**f64)) * scale + beta
 
     w = weight.to(**f64)
     if isinstance(layer, _TRANSPOSED_CONVS):
-        # weight (in, out/groups, *k): output channel g*(out/groups)+j sits at [group g rows, j]
+        # weight (in, out/groups, *k): output channel g*(out/groups) + j
+        # is column j of the rows of group g
         groups = layer.groups
         grouped = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
-        factor = scale.reshape(groups, 1, w.shape[1], *([1] * (w.dim() - 2)))
+        factor = scale.reshape(groups, 1, w.shape[1], *[1] * (w.dim() - 2))
         w = (grouped * factor).reshape(w.shape)
-    else:  # conv (out, in/groups, *k) and linear (out, in): output channels along dim 0
-        w = w * scale.reshape(-1, *([1] * (w.dim() - 1)))
+    else:  # conv (out, in/groups, *k), linear (out, in): outputs on dim 0
+        w = w * scale.reshape(-1, *[1] * (w.dim() - 1))
     weight.copy_(w.to(weight.dtype))
     if layer.bias is not None:
         layer.bias.copy_(new_bias.to(layer.bias.dtype))
     else:
-        layer.bias = nn.Parameter(new_bias.to(weight.dtype), requires_grad=weight.requires_grad)
+        layer.bias = nn.Parameter(new_bias.to(weight.dtype),
+                                  requires_grad=weight.requires_grad)
 
 
 def _bn_input_ranks(model: nn.Module, example_input) -> Dict[str, int]:
