@@ -195,20 +195,24 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _cpu64(t: Tensor) -> Tensor:
+    """A float64 copy on the CPU (move first: MPS has no float64)."""
+    return t.detach().to("cpu").to(torch.float64)
+
+
 @torch.no_grad()
 def _fold_pair(layer: nn.Module, bn: nn.Module) -> None:
     """Merge ``bn`` (eval mode) into ``layer``'s weight and bias, in float64."""
     weight = layer.weight
-    f64 = dict(dtype=torch.float64, device=weight.device)
-    inv_std = torch.rsqrt(bn.running_var.to(**f64) + bn.eps)
+    inv_std = torch.rsqrt(_cpu64(bn.running_var) + bn.eps)
     ones, zeros = torch.ones_like(inv_std), torch.zeros_like(inv_std)
-    gamma = ones if bn.weight is None else bn.weight.to(**f64)
-    beta = zeros if bn.bias is None else bn.bias.to(**f64)
+    gamma = ones if bn.weight is None else _cpu64(bn.weight)
+    beta = zeros if bn.bias is None else _cpu64(bn.bias)
     scale = gamma * inv_std  # s: one factor per output channel
-    bias = zeros if layer.bias is None else layer.bias.to(**f64)
-    new_bias = (bias - bn.running_mean.to(**f64)) * scale + beta
+    bias = zeros if layer.bias is None else _cpu64(layer.bias)
+    new_bias = (bias - _cpu64(bn.running_mean)) * scale + beta
 
-    w = weight.to(**f64)
+    w = _cpu64(weight)
     if isinstance(layer, _TRANSPOSED_CONVS):
         # weight (in, out/groups, *k): output channel g*(out/groups) + j
         # is column j of the rows of group g
@@ -218,12 +222,12 @@ def _fold_pair(layer: nn.Module, bn: nn.Module) -> None:
         w = (grouped * factor).reshape(w.shape)
     else:  # conv (out, in/groups, *k), linear (out, in): outputs on dim 0
         w = w * scale.reshape(-1, *[1] * (w.dim() - 1))
-    weight.copy_(w.to(weight.dtype))
+    weight.copy_(w.to(weight.device, weight.dtype))
     if layer.bias is not None:
-        layer.bias.copy_(new_bias.to(layer.bias.dtype))
+        layer.bias.copy_(new_bias.to(layer.bias.device, layer.bias.dtype))
     else:
-        layer.bias = nn.Parameter(new_bias.to(weight.dtype),
-                                  requires_grad=weight.requires_grad)
+        new_bias = new_bias.to(weight.device, weight.dtype)
+        layer.bias = nn.Parameter(new_bias, requires_grad=weight.requires_grad)
 
 
 def _bn_input_ranks(model: nn.Module, example_input) -> Dict[str, int]:
@@ -327,13 +331,11 @@ class _ChannelMoments:
         self.m2: Optional[Tensor] = None
 
     def add(self, x: Tensor) -> None:
-        dims = [0] + list(range(2, x.dim()))
-        values = x.detach().to(torch.float64)
-        n = values.numel() // values.shape[1]
+        n = x.numel() // x.shape[1]
         if n == 0:
             return
-        mean = values.mean(dim=dims)
-        m2 = ((values - mean.reshape(1, -1, *([1] * (x.dim() - 2)))) ** 2).sum(dim=dims)
+        mean, m2 = _batch_moments(x)
+        mean, m2 = _cpu64(mean), _cpu64(m2)
         if self.count == 0:
             self.count, self.mean, self.m2 = n, mean, m2
             return
@@ -348,6 +350,19 @@ class _ChannelMoments:
 
     def biased_var(self) -> Tensor:
         return self.m2 / self.count
+
+
+def _batch_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-channel mean and sum of squared deviations of one batch, on its device.
+
+    Two passes, in at least float32 (float64 stays float64: MPS has none, so it is not
+    forced); the batches are then merged in float64 on the CPU.
+    """
+    dims = [0] + list(range(2, x.dim()))
+    values = x.detach().to(torch.promote_types(x.dtype, torch.float32))
+    mean = values.mean(dim=dims, keepdim=True)
+    m2 = ((values - mean) ** 2).sum(dim=dims)
+    return mean.flatten(), m2
 
 
 def _first_tensor(batch):
@@ -420,8 +435,8 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: Opti
         stats = moments[name]
         if stats.count == 0:
             continue
-        bn.running_mean.copy_(stats.mean.to(bn.running_mean.dtype))
-        bn.running_var.copy_(stats.unbiased_var().to(bn.running_var.dtype))
+        bn.running_mean.copy_(stats.mean.to(bn.running_mean.device, bn.running_mean.dtype))
+        bn.running_var.copy_(stats.unbiased_var().to(bn.running_var.device, bn.running_var.dtype))
     return model
 
 
@@ -604,11 +619,11 @@ def diagnose(
 
     def record(module, args, name):
         x = args[0]
-        dims = [0] + list(range(2, x.dim()))
-        values = x.detach().to(torch.float64)
         batch_stats = module.training or not _has_running_stats(module)
-        if values.numel() > 0 and x.dim() >= 2:
-            mean, var = values.mean(dim=dims), values.var(dim=dims, correction=0)
+        if x.numel() > 0 and x.dim() >= 2:
+            mean, m2 = _batch_moments(x)
+            n = x.numel() // x.shape[1]
+            mean, var = _cpu64(mean), _cpu64(m2) / n
         else:
             mean = var = torch.zeros(0, dtype=torch.float64)
         seen.setdefault(name, _Seen(tuple(x.shape), batch_stats, mean, var))
@@ -662,10 +677,10 @@ def diagnose(
         s = seen.get(name)
         if s is None or not _has_running_stats(bn) or s.mean.numel() == 0 or _values_per_statistic(s.shape) < min_values:
             continue
-        running_mean = saved[name]["running_mean"].to(torch.float64).cpu()
-        running_var = saved[name]["running_var"].to(torch.float64).cpu()
-        shift = ((s.mean.cpu() - running_mean).abs() / torch.sqrt(running_var + bn.eps)).median().item()
-        log_ratio = torch.log((s.var.cpu() + bn.eps) / (running_var + bn.eps)).abs().median().item()
+        running_mean = _cpu64(saved[name]["running_mean"])
+        running_var = _cpu64(saved[name]["running_var"])
+        shift = ((s.mean - running_mean).abs() / torch.sqrt(running_var + bn.eps)).median().item()
+        log_ratio = torch.log((s.var + bn.eps) / (running_var + bn.eps)).abs().median().item()
         if shift > mean_tolerance or log_ratio > math.log(variance_ratio):
             stale.append(name)
             worst = max(worst[0], shift), max(worst[1], math.exp(log_ratio))
