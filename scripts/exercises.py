@@ -59,7 +59,7 @@ def masters(names=None) -> list:
     for name in names:
         stem = Path(name).stem
         if stem not in by_name:
-            raise ExerciseError(f"no master notebook {stem}.ipynb in {SOURCE_DIR.relative_to(ROOT)}")
+            raise ExerciseError(f"no master notebook {stem}.ipynb in {_shown(SOURCE_DIR)}")
         selected.append(by_name[stem])
     return selected
 
@@ -103,6 +103,11 @@ def dumps(nb: nbformat.NotebookNode) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
+def _shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def assign(master: Path, out_dir: Path, run_tests: bool = True) -> Path:
     """Run ``otter assign`` on ``master`` into a fresh ``out_dir``; return ``out_dir``."""
     if out_dir.exists():
@@ -114,8 +119,8 @@ def assign(master: Path, out_dir: Path, run_tests: bool = True) -> Path:
     if done.returncode != 0:
         log = (done.stdout + done.stderr).strip()
         raise ExerciseError(
-            f"otter assign {master.relative_to(ROOT)} failed (exit {done.returncode})"
-            + (": the reference solutions fail a test" if run_tests else "")
+            f"otter assign {_shown(master)} failed (exit {done.returncode})"
+            + (": the reference solutions fail a test" if "Test case failed" in log else "")
             + f"\n{log[-6000:]}"
         )
     student = out_dir / "student" / master.name
@@ -230,7 +235,7 @@ def resolve_autograder(name_or_zip: str) -> Path:
         return path
     built = BUILD_DIR / Path(name_or_zip).stem / "autograder.zip"
     if not built.is_file():
-        raise ExerciseError(f"{built.relative_to(ROOT)} does not exist: run `make exercises` first")
+        raise ExerciseError(f"{_shown(built)} does not exist: run `make exercises` first")
     return built
 
 
