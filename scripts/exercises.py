@@ -220,11 +220,17 @@ def _grade_one(submission: str, autograder: str) -> dict:
     return record
 
 
-def _questions_in(autograder: Path) -> list:
+def points_possible(autograder: Path) -> dict:
+    """{question: points possible}, read from the test files inside an autograder zip."""
     import zipfile
 
-    with zipfile.ZipFile(autograder) as archive:
-        return sorted(Path(n).stem for n in archive.namelist() if n.startswith("tests/") and n.endswith(".py"))
+    from otter.test_files import NBMetadataConfig, create_test_file
+
+    with tempfile.TemporaryDirectory() as workdir, zipfile.ZipFile(autograder) as archive:
+        names = [n for n in archive.namelist() if n.startswith("tests/") and n.endswith(".py")]
+        archive.extractall(workdir, members=names)
+        return {Path(n).stem: float(create_test_file(str(Path(workdir) / n), NBMetadataConfig()).possible)
+                for n in sorted(names)}
 
 
 def resolve_autograder(name_or_zip: str) -> Path:
@@ -261,15 +267,11 @@ def grade(autograder: Path, submissions, csv_path: Path, feedback_dir=None, jobs
     stopped the notebook, which then scores zero). With ``feedback_dir``, each submission's
     per-test results, hidden tests included, are also written there as ``<file>.json``.
     """
-    questions = _questions_in(autograder)
+    possible_by_question = points_possible(autograder)
+    questions, possible = list(possible_by_question), sum(possible_by_question.values())
     context = multiprocessing.get_context("spawn")  # each grading in a clean interpreter
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
         records = list(pool.map(_grade_one, [str(s) for s in submissions], [str(autograder)] * len(submissions)))
-    possible = 0.0
-    for record in records:
-        if not record["error"] and record["questions"]:
-            possible = sum(q["possible"] for q in record["questions"].values())
-            break
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

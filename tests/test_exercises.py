@@ -141,6 +141,7 @@ def graded(assigned, tmp_path_factory):
         solutions = nbformat.read(out / "autograder" / f"{set_name}.ipynb", as_version=4)
         nbformat.write(solutions, folder / "correct.ipynb")
         shutil.copyfile(out / "student" / f"{set_name}.ipynb", folder / "empty.ipynb")
+        (folder / "broken.ipynb").write_text('{"cells": [', encoding="utf-8")  # cannot be read
         for name, spec in _wrong_solutions(set_name).items():
             nbformat.write(_make_wrong(solutions, spec["replace"]), folder / f"wrong_{name}.ipynb")
         csv_path, feedback = folder.parent / f"{set_name}_scores.csv", folder.parent / f"{set_name}_feedback"
@@ -201,13 +202,24 @@ def test_grading_csv_orders_correct_wrong_empty(graded, set_name):
     rows, _, seconds = graded[set_name]
     questions = [q for q in next(iter(rows.values())) if q.startswith("q")]
     assert questions, "the CSV has no question columns"
+    assert rows.pop("broken.ipynb")["grading_status"].startswith("NotJSONError"), "an unreadable notebook"
     total = {name: float(row["total_points_earned"]) for name, row in rows.items()}
     wrong = [name for name in total if name.startswith("wrong_")]
     assert wrong
     assert total["correct.ipynb"] > max(total[w] for w in wrong) >= min(total[w] for w in wrong) > total["empty.ipynb"] == 0
     for name, row in rows.items():  # columns add up
         assert abs(sum(float(row[q]) for q in questions) - total[name]) < 1e-9, row
+        assert row["points_possible"] == rows["correct.ipynb"]["total_points_earned"], row
     print(f"{set_name}: graded {len(rows)} submissions in {seconds:.1f} s: {total}")
+
+
+def test_grading_command_reports_what_it_cannot_grade(tmp_path):
+    assert ex.main(["grade", str(tmp_path / "missing.zip"), str(tmp_path)]) == 1
+    assert ex.main(["grade", "99_no_such_set", str(tmp_path)]) == 1
+    with pytest.raises(ex.ExerciseError, match="no .ipynb submissions"):
+        ex.submissions_in([tmp_path])
+    with pytest.raises(ex.ExerciseError, match="no such submission"):
+        ex.submissions_in([tmp_path / "nothing_here"])
 
 
 @pytest.mark.parametrize("set_name", SETS)
