@@ -63,6 +63,13 @@ def _out_channels(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
+def _wrap(text: str, first: str, width: int = 79) -> List[str]:
+    """``text`` wrapped to ``width`` columns after the prefix ``first`` (plain-text reports)."""
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=" " * len(first)) or [first]
+
+
 def _describe(module: nn.Module) -> str:
     return type(module).__name__
 
@@ -176,9 +183,10 @@ class FoldReport:
     def __str__(self) -> str:
         lines = [f"fold_bn: folded {len(self.folded)} BatchNorm layer(s), left {len(self.skipped)}"]
         lines += [f"  folded {bn} into {layer}" for layer, bn in self.folded]
-        lines += [f"  left {bn}: {reason}" for bn, reason in self.skipped]
+        for bn, reason in self.skipped:
+            lines += _wrap(f"{bn}: {reason}", "  left ")
         if not self.traced:
-            lines.append("  (model not traceable by torch.fx: pairs read from the order of children)")
+            lines += _wrap("(model not traceable by torch.fx: pairs read from the order of children)", "  ")
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
@@ -535,10 +543,11 @@ class Diagnosis(Sequence):
             return ""
         lines = [f"BatchNorm doctor ({self.phase}): {len(self.findings)} problem(s) in {self.num_layers} BatchNorm layer(s)"]
         for finding in self.findings:
-            lines.append(f"[{finding.severity}] {finding.check}: {', '.join(finding.layers)}")
-            lines.append(f"    problem: {finding.problem}")
-            lines.append(f"    fix:     {finding.fix}")
-        lines += [f"note: {note}" for note in self.notes]
+            lines += _wrap(f"[{finding.severity}] {finding.check}: {', '.join(finding.layers)}", "")
+            lines += _wrap(finding.problem, "    problem: ")
+            lines += _wrap(finding.fix, "    fix:     ")
+        for note in self.notes:
+            lines += _wrap(note, "note: ")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
