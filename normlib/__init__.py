@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import data, functional, models, reference, train
+from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
@@ -32,6 +33,9 @@ __all__ = [
     "GroupNorm",
     "RMSNorm",
     "weight_norm",
+    "fold_bn",
+    "recompute_bn_stats",
+    "diagnose",
     "make_norm",
     "default_num_groups",
     "NORM_NAMES",
