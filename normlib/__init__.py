@@ -13,10 +13,11 @@ import random
 import numpy as np
 import torch
 
-from . import functional, reference
+from . import functional, invariance, recurrent, reference, transformer
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
+from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
 from .weight_norm import weight_norm
 
 __version__ = "0.1.0"
@@ -32,13 +33,21 @@ __all__ = [
     "GroupNorm",
     "RMSNorm",
     "weight_norm",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
+    "LayerNormLSTM",
+    "LayerNormGRU",
+    "TimeStepBatchNorm",
     "make_norm",
     "default_num_groups",
     "NORM_NAMES",
     "device",
     "seed",
     "functional",
+    "invariance",
+    "recurrent",
     "reference",
+    "transformer",
     "viz",
 ]
 
