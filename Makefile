@@ -16,6 +16,9 @@ BUILD_DIR := _build
 # -n: nitpicky, broken cross-references fail; --keep-going: report them all at once.
 JB_FLAGS := --all -W -n --keep-going
 NB_DIRS := chapters exercises
+# normlib.train shows tqdm progress bars in a live notebook; in the built book and under
+# nbval they would only be leftover widgets, so every notebook run from here turns them off.
+export NORMLIB_PROGRESS := 0
 
 .PHONY: book test test-unit test-notebooks clean distclean
 

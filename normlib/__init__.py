@@ -13,7 +13,7 @@ import random
 import numpy as np
 import torch
 
-from . import functional, invariance, recurrent, reference, transformer
+from . import data, functional, invariance, models, recurrent, reference, train, transformer
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
@@ -48,6 +48,9 @@ __all__ = [
     "recurrent",
     "reference",
     "transformer",
+    "data",
+    "models",
+    "train",
     "viz",
 ]
 
