@@ -13,11 +13,13 @@ import random
 import numpy as np
 import torch
 
-from . import data, functional, models, reference, style, train
+from . import data, functional, invariance, models, recurrent, reference, style, train, transformer
+from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .ibn import IBNorm
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
+from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
 from .weight_norm import weight_norm
 
 __version__ = "0.1.0"
@@ -34,13 +36,24 @@ __all__ = [
     "RMSNorm",
     "IBNorm",
     "weight_norm",
+    "fold_bn",
+    "recompute_bn_stats",
+    "diagnose",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
+    "LayerNormLSTM",
+    "LayerNormGRU",
+    "TimeStepBatchNorm",
     "make_norm",
     "default_num_groups",
     "NORM_NAMES",
     "device",
     "seed",
     "functional",
+    "invariance",
+    "recurrent",
     "reference",
+    "transformer",
     "data",
     "models",
     "train",
