@@ -13,7 +13,7 @@ import random
 import numpy as np
 import torch
 
-from . import data, functional, models, reference, train
+from . import data, functional, models, probes, reference, train
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
@@ -42,6 +42,7 @@ __all__ = [
     "data",
     "models",
     "train",
+    "probes",
     "viz",
 ]
 
