@@ -121,17 +121,21 @@ def preserve_modes(model: nn.Module):
 def sandbox(model: nn.Module):
     """Experiment on ``model`` freely; on exit it is exactly as it was.
 
-    Restores every parameter and buffer (running statistics, ``num_batches_tracked``), every
-    parameter's ``.grad``, every submodule's ``training`` flag, and torch's random number
-    generator state (the CPU generator, and the CUDA generator of each CUDA device the model
-    uses). A probe that runs inside a sandbox -- a training-mode forward pass, a trial SGD
-    step, noise drawn by a layer -- leaves no trace: training with the probe gives the same
-    records as training without it.
+    Restores every parameter and persistent buffer (whatever ``state_dict`` holds: running
+    statistics, ``num_batches_tracked``), every parameter's ``.grad``, every submodule's
+    ``training`` flag, and torch's random number generator state (the CPU generator, and the
+    generator of each accelerator device the model uses). A probe that runs inside a sandbox --
+    a training-mode forward pass, a trial SGD step, noise drawn by a layer -- leaves no trace:
+    training with the probe gives the same records as training without it.
     """
     saved = {name: tensor.detach().clone() for name, tensor in model.state_dict(keep_vars=True).items()}
     grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
-    cuda_devices = sorted({t.device.index or 0 for t in saved.values() if t.device.type == "cuda"})
-    with preserve_modes(model), torch.random.fork_rng(devices=cuda_devices):
+    # The CPU generator is always forked; also fork the generators of the accelerator (if
+    # any) that holds the model, so that noise drawn there is restored too.
+    accelerators = {t.device for t in saved.values() if t.device.type not in ("cpu", "meta")}
+    device_type = next(iter(accelerators)).type if accelerators else None
+    indices = sorted({d.index or 0 for d in accelerators})
+    with preserve_modes(model), torch.random.fork_rng(devices=indices, device_type=device_type):
         try:
             yield model
         finally:
