@@ -13,7 +13,7 @@ import random
 import numpy as np
 import torch
 
-from . import data, functional, invariance, models, recurrent, reference, train, transformer
+from . import data, functional, invariance, models, probes, recurrent, reference, train, transformer
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
@@ -55,6 +55,7 @@ __all__ = [
     "data",
     "models",
     "train",
+    "probes",
     "viz",
 ]
 
