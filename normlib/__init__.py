@@ -13,7 +13,7 @@ import random
 import numpy as np
 import torch
 
-from . import data, functional, invariance, models, recurrent, reference, style, train, transformer
+from . import data, functional, invariance, models, probes, recurrent, reference, style, train, transformer
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .ibn import IBNorm
@@ -58,6 +58,7 @@ __all__ = [
     "models",
     "train",
     "style",
+    "probes",
     "viz",
 ]
 

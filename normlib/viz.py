@@ -480,6 +480,7 @@ def plot_runs(
     *,
     colors=None,
     labels=None,
+    linestyles=None,
     band: bool = True,
     smooth: int = 1,
 ):
@@ -488,7 +489,9 @@ def plot_runs(
     ``runs`` maps a method key to a :class:`normlib.train.History` or a list of them (one per
     seed), as :func:`normlib.train.compare` returns. Method keys get the book's colour and
     name (``"bn"`` -> blue, "BatchNorm"); other keys need ``colors`` (and, optionally,
-    ``labels``) entries. ``metric`` is ``"test_accuracy"``, ``"test_loss"``,
+    ``labels``) entries. ``linestyles`` maps keys to matplotlib line styles (default solid):
+    the book draws a variant of a method in the method's colour, dashed (e.g. noisy
+    BatchNorm: ``colors={"noisy": viz.color("bn")}, linestyles={"noisy": "--"}``). ``metric`` is ``"test_accuracy"``, ``"test_loss"``,
     ``"train_accuracy"``, ``"train_loss"`` (every update; ``smooth`` averages over a moving
     window), ``"epoch_loss"`` or the name of a probe. Accuracies are drawn in percent. Runs
     of different lengths (a diverged seed stops early) are averaged over their common length.
@@ -496,6 +499,7 @@ def plot_runs(
     """
     colors = dict(colors or {})
     labels = dict(labels or {})
+    linestyles = dict(linestyles or {})
     for key, histories in runs.items():
         if not isinstance(histories, (list, tuple)):
             histories = [histories]
@@ -512,7 +516,7 @@ def plot_runs(
         ys = ys * factor
         colour = colors.get(key) or color(key)
         name = labels.get(key) or _label_or_key(key)
-        ax.plot(x, ys.mean(axis=0), color=colour, label=name)
+        ax.plot(x, ys.mean(axis=0), color=colour, label=name, linestyle=linestyles.get(key, "-"))
         if band and len(ys) > 1:
             ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), color=colour, alpha=0.2, linewidth=0)
     ylabel = _METRIC_AXES.get(metric, (metric, 1.0))[0]

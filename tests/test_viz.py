@@ -136,6 +136,11 @@ def test_plot_runs_colours_means_and_bands():
     assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([2.25, 1.25])  # windows of 2 updates, then the mean over seeds
     with pytest.raises(KeyError, match="unknown method"):
         viz.plot_runs(ax, {"noisy": runs["noisy"]})  # an unknown key needs a colour
+    plt.close(fig)
+    fig, ax = plt.subplots()  # a variant of a method: its colour, dashed
+    viz.plot_runs(ax, runs, colors={"noisy": viz.color("bn")}, linestyles={"noisy": "--"})
+    styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
+    assert styles == {"BatchNorm": "-", "no normalization": "-", "noisy": "--"}
     with pytest.raises(KeyError, match="records no"):
         viz.plot_runs(ax, runs, metric="gradient_norm")
     plt.close(fig)
