@@ -3,6 +3,7 @@
 #   make book   execute every chapter and build the HTML book (strict)
 #   make test   unit tests, every notebook under nbval, then the strict book build
 #   make clean  remove build outputs (keeps the venv; `make distclean` removes it too)
+#   make exercises / make grade   graded exercises (see the section at the end)
 
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
@@ -15,7 +16,11 @@ BUILD_DIR := _build
 # -W: warnings are errors (a failing notebook is only a warning otherwise);
 # -n: nitpicky, broken cross-references fail; --keep-going: report them all at once.
 JB_FLAGS := --all -W -n --keep-going
-NB_DIRS := chapters exercises
+# exercises/source/ holds the masters (solutions, hidden tests): otter runs them, not nbval.
+NB_DIRS := chapters exercises/student
+# normlib.train shows tqdm progress bars in a live notebook; in the built book and under
+# nbval they would only be leftover widgets, so every notebook run from here turns them off.
+export NORMLIB_PROGRESS := 0
 
 .PHONY: book test test-unit test-notebooks clean distclean
 
@@ -46,3 +51,28 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# --- Graded exercises (otter-grader; see exercises/README.md) -----------------------------------
+# exercises/source/<set>.ipynb (master: solutions and hidden tests) -> exercises/student/<set>.ipynb
+# (committed: what learners open) and _build/exercises/<set>/autograder.zip (not committed: it
+# holds the hidden tests). tests/test_exercises.py, run by test-unit, fails on a stale student
+# notebook and grades correct, wrong and empty submissions; nbval runs the student notebooks.
+#   make exercises                                     regenerate every set (runs the tests on the solutions)
+#   make grade SET=01_normalize_and_count SUBMISSIONS=folder [SCORES=scores.csv] [JOBS=2]
+EXERCISES := $(VENV)/bin/python scripts/exercises.py
+SCORES ?= scores.csv
+JOBS ?= 1
+
+.PHONY: exercises grade
+
+exercises: $(STAMP)
+	$(EXERCISES) build
+
+$(BUILD_DIR)/exercises/%/autograder.zip: exercises/source/%.ipynb exercises/autograder-requirements.txt $(STAMP)
+	$(EXERCISES) build $*
+
+grade: $(STAMP)
+	@if [[ -z "$(SET)" || -z "$(SUBMISSIONS)" ]]; then \
+	  echo "usage: make grade SET=<set, e.g. 01_normalize_and_count> SUBMISSIONS=<folder of .ipynb> [SCORES=scores.csv] [JOBS=2]"; exit 2; fi
+	@$(MAKE) --no-print-directory $(BUILD_DIR)/exercises/$(SET)/autograder.zip
+	$(EXERCISES) grade $(SET) $(SUBMISSIONS) -o $(SCORES) -j $(JOBS)

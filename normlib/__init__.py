@@ -24,7 +24,7 @@ import random
 import numpy as np
 import torch
 
-from . import functional, reference
+from . import data, functional, models, reference, train
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
@@ -51,6 +51,9 @@ __all__ = [
     "seed",
     "functional",
     "reference",
+    "data",
+    "models",
+    "train",
     "viz",
 ]
 

@@ -72,8 +72,9 @@ def _ids(paths):
     return [str(p.relative_to(ROOT)) for p in paths]
 
 
-@pytest.mark.skipif(not CHAPTERS, reason="no chapter notebooks yet")
-@pytest.mark.parametrize("nb_path", CHAPTERS, ids=_ids(CHAPTERS))
+# Exercise notebooks (masters and students) install normlib the same way as the chapters.
+@pytest.mark.skipif(not ALL_NOTEBOOKS, reason="no notebooks yet")
+@pytest.mark.parametrize("nb_path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
 def test_setup_cell_installs_normlib_from_repository_url(nb_path):
     url = repository_url()
     problems = setup_cell_problems(json.loads(nb_path.read_text(encoding="utf-8")), url)

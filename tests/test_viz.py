@@ -102,3 +102,34 @@ def test_explorer_with_ipywidgets_7_falls_back_to_the_animation(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", types.ModuleType("ipywidgets"))  # no Stack
     html = viz.explorer(_frames(2), ["a", "b"]).data
     assert "<img" in html and not re.search(r"https?://", html)
+
+
+def test_plot_runs_colours_means_and_bands():
+    from normlib.train import History
+
+    def hist(acc, loss):
+        return History(steps=[0, 10, 20], test_accuracy=acc, train_loss=loss, test_loss=[1, 1, 1])
+
+    runs = {"bn": [hist([0.1, 0.5, 0.9], [3, 2, 1]), hist([0.1, 0.7, 0.9], [3, 1, 1])],
+            "none": hist([0.1, 0.2, 0.3], [3, 3, 3]),
+            "noisy": [hist([0.1, 0.4, 0.8], [2, 2, 2])]}
+    fig, ax = plt.subplots()
+    viz.plot_runs(ax, runs, colors={"noisy": "#123456"}, labels={"noisy": "noisy BN"})
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"BatchNorm", "no normalization", "noisy BN"}
+    assert matplotlib.colors.to_hex(lines["BatchNorm"].get_color()) == viz.color("bn").lower()
+    assert list(lines["BatchNorm"].get_ydata()) == pytest.approx([10, 60, 90])  # mean, in percent
+    assert list(lines["BatchNorm"].get_xdata()) == [0, 10, 20]
+    assert len(ax.collections) == 1  # a band only where there are several seeds
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(10) and band.max() == pytest.approx(90)
+    assert ax.get_ylabel() == "test accuracy (%)"
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    viz.plot_runs(ax, {"bn": runs["bn"]}, metric="train_loss", smooth=2)
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([2.25, 1.25])  # windows of 2 updates, then the mean over seeds
+    with pytest.raises(KeyError, match="unknown method"):
+        viz.plot_runs(ax, {"noisy": runs["noisy"]})  # an unknown key needs a colour
+    with pytest.raises(KeyError, match="records no"):
+        viz.plot_runs(ax, runs, metric="gradient_norm")
+    plt.close(fig)

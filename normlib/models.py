@@ -1,0 +1,169 @@
+"""Small models whose normalization is chosen by name, so an experiment can sweep it.
+
+``mlp(64, 10, norm="bn")`` and ``mlp(64, 10, norm="ln")`` differ only in their
+normalization layers, which come from :func:`normlib.make_norm`. Every layer has a name
+(``linear1``, ``norm1``, ``act1``, ..., ``head``), so hooks and reports can address it.
+``norm="none"`` keeps an ``nn.Identity`` in the norm slots, so the names stay the same.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Dict, Optional, Sequence, Union
+
+from torch import nn
+
+from .batchnorm import _NormBase
+from .factory import make_norm
+from .normalization import GroupNorm, LayerNorm, RMSNorm
+
+__all__ = ["mlp", "cnn", "norm_layers", "make_activation", "ACTIVATIONS"]
+
+NormSpec = Union[str, Callable[[int], nn.Module]]
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,
+}
+
+# torch's and normlib's normalization layers (torch's BN and IN share _NormBase, as ours do).
+_NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.RMSNorm,
+    _NormBase,
+    LayerNorm,
+    GroupNorm,
+    RMSNorm,
+)
+
+
+def make_activation(name: str) -> nn.Module:
+    """``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"identity"`` as a module."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}") from None
+
+
+def _norm(norm: NormSpec, width: int, spatial_dims: int, num_groups: Optional[int]) -> nn.Module:
+    if callable(norm):
+        return norm(width)
+    if not isinstance(norm, str):
+        raise TypeError(f"norm must be a name such as 'bn' or a callable width -> module, got {norm!r}")
+    return make_norm(norm, width, spatial_dims=spatial_dims, num_groups=num_groups)
+
+
+def _initialize(model: nn.Module, init, nonlinearity: str) -> None:
+    """He / Xavier / N(0, std) weights and zero biases for every Linear and Conv layer."""
+    if init is None:
+        return
+    gain_name = nonlinearity if nonlinearity in ("relu", "tanh", "sigmoid") else "linear"
+    for module in model.modules():
+        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            continue
+        if init == "he":
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif init == "xavier":
+            nn.init.xavier_normal_(module.weight, gain=nn.init.calculate_gain(gain_name))
+        elif isinstance(init, (int, float)) and not isinstance(init, bool) and init > 0:
+            nn.init.normal_(module.weight, mean=0.0, std=float(init))
+        else:
+            raise ValueError(f"init must be None, 'he', 'xavier' or a positive standard deviation, got {init!r}")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def mlp(
+    in_features: int,
+    num_classes: int,
+    hidden: Sequence[int] = (100, 100, 100),
+    *,
+    norm: NormSpec = "none",
+    activation: str = "relu",
+    norm_position: str = "before",
+    bias: bool = True,
+    init=None,
+    num_groups: Optional[int] = None,
+) -> nn.Sequential:
+    """A multilayer perceptron for (N, in_features) inputs.
+
+    Each hidden layer is ``linear{i} -> norm{i} -> act{i}`` (``norm_position="before"`` the
+    activation, as in the BatchNorm paper) or ``linear{i} -> act{i} -> norm{i}``
+    (``"after"``), then a ``head`` Linear gives the logits.
+
+    - ``norm``: ``"none"``, ``"bn"``, ``"ln"``, ``"gn"`` (``num_groups``), ``"rms"``, or a
+      callable ``width -> nn.Module`` for a custom layer.
+    - ``activation``: ``"relu"``, ``"sigmoid"``, ``"tanh"`` or ``"identity"``.
+    - ``bias``: whether the hidden Linear layers have a bias (the head always has one).
+    - ``init``: ``None`` (PyTorch's default), ``"he"``, ``"xavier"``, or a float: the standard
+      deviation of N(0, std) weights. He/Xavier/float also zero every bias.
+    """
+    if norm_position not in ("before", "after"):
+        raise ValueError(f"norm_position must be 'before' or 'after' the activation, got {norm_position!r}")
+    if not hidden:
+        raise ValueError("mlp needs at least one hidden layer (hidden=() would have nothing to normalize)")
+    layers = OrderedDict()
+    width_in = in_features
+    for i, width in enumerate(hidden, start=1):
+        layers[f"linear{i}"] = nn.Linear(width_in, width, bias=bias)
+        norm_layer, act = _norm(norm, width, 0, num_groups), make_activation(activation)
+        if norm_position == "before":
+            layers[f"norm{i}"], layers[f"act{i}"] = norm_layer, act
+        else:
+            layers[f"act{i}"], layers[f"norm{i}"] = act, norm_layer
+        width_in = width
+    layers["head"] = nn.Linear(width_in, num_classes)
+    model = nn.Sequential(layers)
+    _initialize(model, init, activation)
+    return model
+
+
+def cnn(
+    in_channels: int,
+    num_classes: int,
+    channels: Sequence[int] = (16, 32),
+    *,
+    norm: NormSpec = "bn",
+    num_groups: Optional[int] = None,
+    activation: str = "relu",
+    pool: bool = True,
+    bias: bool = True,
+    init=None,
+) -> nn.Sequential:
+    """A small convolutional network for (N, C, H, W) images.
+
+    Each stage is ``conv{i}`` (3 x 3, padding 1) ``-> norm{i} -> act{i}``, followed by a 2 x 2
+    max-pool ``pool{i}`` when ``pool`` is true (a 8 x 8 input is 4 x 4 after stage 1, 2 x 2
+    after stage 2, 1 x 1 after stage 3). A global average pool and a ``head`` Linear follow.
+
+    ``norm``: ``"none"``, ``"bn"`` (BatchNorm2d), ``"ln"`` (GroupNorm(1, C): LayerNorm over
+    (C, H, W) with per-channel gamma/beta, as in the GroupNorm paper), ``"gn"``
+    (``num_groups``, default :func:`normlib.default_num_groups`), ``"in"`` (InstanceNorm2d
+    with affine gamma/beta), or a callable ``channels -> nn.Module``.
+    """
+    if not channels:
+        raise ValueError("cnn needs at least one convolutional stage")
+    layers = OrderedDict()
+    width_in = in_channels
+    for i, width in enumerate(channels, start=1):
+        layers[f"conv{i}"] = nn.Conv2d(width_in, width, kernel_size=3, padding=1, bias=bias)
+        layers[f"norm{i}"] = _norm(norm, width, 2, num_groups)
+        layers[f"act{i}"] = make_activation(activation)
+        if pool:
+            layers[f"pool{i}"] = nn.MaxPool2d(2)
+        width_in = width
+    layers["gap"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten()
+    layers["head"] = nn.Linear(width_in, num_classes)
+    model = nn.Sequential(layers)
+    _initialize(model, init, activation)
+    return model
+
+
+def norm_layers(model: nn.Module) -> Dict[str, nn.Module]:
+    """The normalization layers of ``model`` (torch's or normlib's), by name, in order."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, _NORM_TYPES)}

@@ -1,0 +1,98 @@
+"""normlib.models: builders whose normalization is chosen by name."""
+import pytest
+import torch
+from torch import nn
+
+import normlib
+from normlib import models
+
+
+@pytest.mark.parametrize("norm, layer_type", [
+    ("none", nn.Identity), ("bn", normlib.BatchNorm1d), ("ln", normlib.LayerNorm),
+    ("gn", normlib.GroupNorm), ("rms", normlib.RMSNorm),
+])
+def test_mlp_layers_names_and_output(norm, layer_type):
+    net = models.mlp(64, 10, hidden=(32, 16), norm=norm, activation="tanh")
+    names = [name for name, _ in net.named_children()]
+    assert names == ["linear1", "norm1", "act1", "linear2", "norm2", "act2", "head"]
+    assert isinstance(net.norm1, layer_type) and isinstance(net.act1, nn.Tanh)
+    assert net(torch.randn(5, 64)).shape == (5, 10)
+    assert len(models.norm_layers(net)) == (0 if norm == "none" else 2)
+
+
+def test_mlp_norm_after_activation_bias_and_custom_norm():
+    net = models.mlp(8, 3, hidden=(4,), norm="bn", norm_position="after", bias=False)
+    assert [n for n, _ in net.named_children()] == ["linear1", "act1", "norm1", "head"]
+    assert net.linear1.bias is None and net.head.bias is not None
+    custom = models.mlp(8, 3, hidden=(4, 6), norm=lambda width: nn.LayerNorm(width, elementwise_affine=False))
+    assert isinstance(custom.norm2, nn.LayerNorm) and custom.norm2.normalized_shape == (6,)
+    assert list(models.norm_layers(custom)) == ["norm1", "norm2"]  # torch's layers are found too
+
+
+@torch.no_grad()
+def test_mlp_init_options():
+    torch.manual_seed(0)
+    net = models.mlp(400, 10, hidden=(400,), init=0.05)
+    assert abs(float(net.linear1.weight.std()) - 0.05) < 0.002 and float(net.linear1.bias.abs().max()) == 0
+    he = models.mlp(400, 10, hidden=(400,), init="he")
+    assert abs(float(he.linear1.weight.std()) - (2 / 400) ** 0.5) < 0.003
+    xavier = models.mlp(400, 10, hidden=(400,), activation="tanh", init="xavier")
+    expected = 5 / 3 * (2 / 800) ** 0.5  # tanh gain 5/3, fan_in + fan_out = 800
+    assert abs(float(xavier.linear1.weight.std()) - expected) < 0.003
+    for bad in ("uniform", -1.0, True):
+        with pytest.raises(ValueError, match="init must be"):
+            models.mlp(4, 2, hidden=(3,), init=bad)
+
+
+def test_mlp_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown activation"):
+        models.mlp(4, 2, activation="swish")
+    with pytest.raises(ValueError, match="norm_position"):
+        models.mlp(4, 2, norm_position="inside")
+    with pytest.raises(ValueError, match="unknown normalization"):
+        models.mlp(4, 2, norm="batchnorm2")
+    with pytest.raises(ValueError, match="'in' needs spatial dims"):
+        models.mlp(4, 2, norm="in")
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        models.mlp(4, 2, hidden=())
+
+
+@pytest.mark.parametrize("norm, layer_type", [
+    ("none", nn.Identity), ("bn", normlib.BatchNorm2d), ("ln", normlib.GroupNorm),
+    ("gn", normlib.GroupNorm), ("in", normlib.InstanceNorm2d),
+])
+def test_cnn_layers_and_output(norm, layer_type):
+    net = models.cnn(1, 10, channels=(8, 16), norm=norm)
+    assert isinstance(net.norm1, layer_type) and isinstance(net.norm2, layer_type)
+    assert net(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    if norm == "ln":
+        assert net.norm1.num_groups == 1
+    if norm == "in":
+        assert net.norm1.affine  # learned gamma/beta, unlike PyTorch's default
+    names = [n for n, _ in net.named_children()]
+    assert names == ["conv1", "norm1", "act1", "pool1", "conv2", "norm2", "act2", "pool2", "gap", "flatten", "head"]
+
+
+def test_cnn_feature_map_sizes_and_groups():
+    net = models.cnn(1, 4, channels=(8, 8, 8), norm="gn", num_groups=4)
+    assert net.norm3.num_groups == 4
+    sizes = {}
+    hooks = [getattr(net, f"norm{i}").register_forward_hook(
+        lambda m, i, o, k=i: sizes.__setitem__(k, tuple(o.shape[2:]))) for i in (1, 2, 3)]
+    net(torch.randn(2, 1, 8, 8))
+    for h in hooks:
+        h.remove()
+    assert sizes == {1: (8, 8), 2: (4, 4), 3: (2, 2)}  # each stage is pooled after its norm
+    unpooled = models.cnn(1, 4, channels=(8,), pool=False, bias=False)
+    assert "pool1" not in dict(unpooled.named_children()) and unpooled.conv1.bias is None
+
+
+def test_same_seed_same_weights_whatever_the_norm():
+    """Norm layers draw no random numbers, so seeded builders differ only in their norms."""
+    nets = {}
+    for norm in ("none", "bn", "ln", "gn"):
+        normlib.seed(0)
+        nets[norm] = models.mlp(16, 4, hidden=(8, 8), norm=norm)
+    for norm in ("bn", "ln", "gn"):
+        for name in ("linear1", "linear2", "head"):
+            assert torch.equal(getattr(nets[norm], name).weight, getattr(nets["none"], name).weight)
