@@ -47,10 +47,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 from torch.utils import benchmark
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import normlib
 
-__all__ = ["Case", "CASES", "measure", "format_table", "format_compile_table", "stored_results", "main"]
+__all__ = ["Case", "CASES", "Traffic", "traffic", "measure", "format_table", "format_compile_table", "describe",
+           "stored_results", "main"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,80 @@ CASES: List[Case] = [
 TENSORS_MOVED = {"forward": 2, "fwd+bwd": 5}
 PASSES = ("forward", "fwd+bwd")
 STORED = "bench_results/cpu.json"
+
+
+class Traffic(TorchDispatchMode):
+    """Records the full-size memory traffic of every PyTorch operation run inside it.
+
+    For each operation that reaches PyTorch's dispatcher, the tensors it reads and the tensors
+    it writes are counted in units of ``size`` elements, keeping only tensors of at least half
+    that size (per-channel statistics and gamma/beta are too small to matter). A view moves
+    nothing; an in-place operation reads and writes its tensor; an ``out=`` tensor is only
+    written; a broadcast (expanded) tensor counts by the memory it really occupies. This is the
+    traffic the operations ask for, one full pass at a time: caches can make a pass cheaper,
+    and a kernel may read its input more than once internally.
+
+        with Traffic(x.numel()) as t:
+            y = normlib.functional.layer_norm(x, (512,))
+        t.reads, t.writes, t.ops   # tensor-sized passes, and (op name, reads, writes) per op
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.ops: List[tuple] = []
+
+    def _passes(self, t) -> float:
+        if not isinstance(t, torch.Tensor) or t.numel() < self.size / 2:
+            return 0.0
+        stored = min(t.numel(), t.untyped_storage().nbytes() // t.element_size())
+        return stored / self.size if stored >= self.size / 2 else 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        schema = func._schema
+        if any(ret.alias_info is not None and not ret.alias_info.is_write for ret in schema.returns):
+            return out  # a view: no data moves
+        reads = writes = 0.0
+        for i, arg in enumerate(schema.arguments):
+            value = args[i] if i < len(args) else kwargs.get(arg.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            mutated = arg.alias_info is not None and arg.alias_info.is_write
+            for v in values:
+                amount = self._passes(v)
+                if mutated:
+                    writes += amount
+                    reads += 0.0 if arg.kwarg_only else amount  # out= is written; in-place self is also read
+                else:
+                    reads += amount
+        results = out if isinstance(out, (list, tuple)) else [out]
+        for ret, value in zip(schema.returns, results):
+            if ret.alias_info is None:  # a fresh tensor (a view or the mutated input moves nothing new)
+                writes += self._passes(value)
+        if reads or writes:
+            self.ops.append((func.__name__, reads, writes))
+        return out
+
+    @property
+    def reads(self) -> float:
+        return sum(op[1] for op in self.ops)
+
+    @property
+    def writes(self) -> float:
+        return sum(op[2] for op in self.ops)
+
+    @property
+    def passes(self) -> float:
+        """Reads plus writes, in tensor-sized passes over memory."""
+        return self.reads + self.writes
+
+
+def traffic(fn: Callable[[], object], size: int) -> Traffic:
+    """Run ``fn()`` under :class:`Traffic` and return the record."""
+    with Traffic(size) as record:
+        fn()
+    return record
 
 
 def _timeit(fn: Callable[[], object], min_run_time: float) -> float:

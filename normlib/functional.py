@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "normalize",
@@ -437,6 +438,11 @@ def _normalize_layer(x: Tensor, dims: Tuple[int, ...], eps: float, weight: Optio
     have a shape it handles, else through ``normalize`` itself."""
     dims = _as_dims(dims, x.dim())
     view = _fused_view(tuple(x.shape), dims, weight if weight is not None else bias, bias if weight is not None else None)
+    if torch.compiler.is_compiling() and torch.is_grad_enabled():
+        # Under the compiler, keep only the inputs for the backward pass and recompute the
+        # statistics there (where x is read anyway): saved statistics would be extra outputs
+        # of the forward kernel, and the CPU compiler then splits its one pass per row in three.
+        return checkpoint(normalize, x, dims, eps, weight=weight, bias=bias, center=center, use_reentrant=False)
     if view is None or not _fused_allowed():
         return normalize(x, dims, eps, weight=weight, bias=bias, center=center)
     affine = lambda t: None if t is None else t.reshape(view.affine_shape)  # noqa: E731
