@@ -4,6 +4,7 @@
     python -m normlib.bench --quick         # smaller inputs, fewer repeats
     python -m normlib.bench --device cpu --threads 2 --json results.json
     python -m normlib.bench --no-compile    # skip the compiled path (no C++ compiler needed)
+    python -m normlib.bench --device cpu --threads 1 --clock cpu   # steadier on a busy machine
 
 For BatchNorm2d (training), LayerNorm, GroupNorm, InstanceNorm2d and RMSNorm, forward and
 forward+backward, it times three implementations on the same input and output gradient:
@@ -28,7 +29,7 @@ gradient, so no ``.grad`` accumulation is timed.
 
 :func:`measure` and :func:`format_table` are what the command runs; Chapter 11 calls them on
 small inputs, and :func:`stored_results` returns the output of a full run shipped with normlib
-(regenerate it with ``python -m normlib.bench --device cpu --save-stored``).
+(regenerate it with ``python -m normlib.bench --device cpu --threads 1 --clock cpu --save-stored``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import normlib
 
-__all__ = ["Case", "CASES", "Traffic", "traffic", "measure", "format_table", "format_compile_table", "describe",
+__all__ = ["Case", "CASES", "Traffic", "traffic", "seconds", "best_times", "measure", "format_table", "format_compile_table", "describe",
            "stored_results", "main"]
 
 
@@ -152,11 +153,50 @@ def traffic(fn: Callable[[], object], size: int) -> Traffic:
     return record
 
 
-def _timeit(fn: Callable[[], object], min_run_time: float) -> float:
-    """Seconds per call of fn: the fastest block of torch.utils.benchmark's blocked_autorange
-    (CUDA-synchronized). The fastest block is the one least disturbed by other processes."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
-    return min(timer.blocked_autorange(min_run_time=min_run_time).times)
+def seconds(fn: Callable[[], object], min_run_time: float = 0.1, clock: str = "wall") -> float:
+    """Seconds per call of ``fn``: the fastest block of calls, the one least disturbed by other programs.
+
+    ``clock="wall"`` (the default) uses :mod:`torch.utils.benchmark`'s ``blocked_autorange``,
+    which also synchronizes CUDA. ``clock="cpu"`` counts the CPU time of the calling thread
+    (``time.thread_time``), which leaves out the time the thread waited for a processor held
+    by another program: steadier on a shared machine, and meaningful only for CPU tensors with
+    one intra-op thread (``torch.set_num_threads(1)``).
+    """
+    for _ in range(3):  # warm up the allocator, the thread pool and the caches
+        fn()
+    if clock == "wall":
+        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
+        return min(timer.blocked_autorange(min_run_time=min_run_time).times)
+    if clock != "cpu":
+        raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
+    fn()
+    start = time.thread_time()
+    fn()
+    once = max(time.thread_time() - start, 1e-7)
+    calls = max(1, int(min_run_time / 5 / once))
+    best, spent, blocks = float("inf"), 0.0, 0
+    while spent < min_run_time or blocks < 3:
+        start = time.thread_time()
+        for _ in range(calls):
+            fn()
+        block = time.thread_time() - start
+        best, spent, blocks = min(best, block / calls), spent + block, blocks + 1
+    return best
+
+
+def best_times(fns: Dict[str, Callable[[], object]], rounds: int = 3, min_run_time: float = 0.05,
+               clock: str = "wall") -> Dict[str, List[float]]:
+    """Time several functions in interleaved rounds; returns each one's list of per-round times.
+
+    Interleaving means that a burst of load from another program hits every function in
+    that round alike; take ``min`` of a list for the least disturbed time, and compare
+    functions round by round for a ratio's spread.
+    """
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(seconds(fn, min_run_time, clock))
+    return times
 
 
 def _step(module: nn.Module, x: torch.Tensor, dy: torch.Tensor, backward: bool) -> Callable[[], object]:
@@ -185,15 +225,18 @@ def measure(
     rounds: int = 5,
     min_run_time: float = 0.1,
     dtype: torch.dtype = torch.float32,
+    clock: str = "wall",
     log: Optional[Callable[[str], None]] = None,
 ) -> Dict:
     """Time every case and pass; returns a JSON-ready dict (see :func:`format_table`).
 
     ``scale`` multiplies the batch size (``0.25`` gives quarter-size inputs). With
     ``compile=False`` the compiled column is left out. ``rounds`` interleaved rounds of
-    ``min_run_time`` seconds per measurement.
+    ``min_run_time`` seconds per measurement; ``clock`` as in :func:`seconds`.
     """
     device = torch.device(device) if device is not None else normlib.device()
+    if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise ValueError("clock='cpu' measures one thread: it needs the CPU device and torch.set_num_threads(1)")
     log = log or (lambda message: None)
     results = []
     compile_times = []
@@ -227,13 +270,7 @@ def measure(
             backward = pass_name == "fwd+bwd"
             steps = {name: _step(m, x, dy, backward) for name, m in impls.items()}
             steps["copy"] = lambda: x.detach().clone()
-            for fn in steps.values():  # warm up allocator, thread pool, caches
-                for _ in range(3):
-                    fn()
-            times = {name: [] for name in steps}
-            for _ in range(rounds):
-                for name, fn in steps.items():
-                    times[name].append(_timeit(fn, min_run_time))
+            times = best_times(steps, rounds, min_run_time, clock)
             moved = TENSORS_MOVED[pass_name]
             best = {name: min(values) for name, values in times.items()}
             row = {
@@ -262,6 +299,7 @@ def measure(
         "dtype": str(dtype).replace("torch.", ""),
         "scale": scale,
         "rounds": rounds,
+        "clock": clock,
         "date": datetime.date.today().isoformat(),
         "results": results,
         "compile_times": compile_times,
@@ -332,13 +370,15 @@ def format_compile_table(run: Dict) -> str:
 def describe(run: Dict) -> str:
     """One line: where and how the run was made."""
     copy = statistics.median(row["copy_GBps"] for row in run["results"])
+    clock = "CPU time of the timing thread" if run.get("clock") == "cpu" else "wall-clock time"
     return (f"{run['device']} ({run['device_name']}), torch {run['torch']}, {run['threads']} threads, "
-            f"{run['dtype']}, {run['rounds']} interleaved rounds, {run['date']}; "
+            f"{run['dtype']}, {clock}, {run['rounds']} interleaved rounds, {run['date']}; "
             f"copy bandwidth (x.clone()) about {copy:.0f} GB/s")
 
 
 def stored_results() -> Dict:
-    """The full CPU run shipped with normlib (``python -m normlib.bench --device cpu --save-stored``)."""
+    """The full CPU run shipped with normlib (``python -m normlib.bench --device cpu --threads 1 --clock cpu
+    --save-stored``)."""
     return json.loads(resources.files("normlib").joinpath(STORED).read_text())
 
 
@@ -348,6 +388,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--quick", action="store_true", help="quarter-size inputs, 3 short rounds")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled path")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before timing")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall-clock time (default), or the CPU time of the timing thread (steadier on a "
+                             "shared machine; needs --device cpu --threads 1)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, quick 3)")
     parser.add_argument("--layers", nargs="*", default=None, help="keys to run: bn ln gn in rms (default: all)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -364,6 +407,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         compile=not args.no_compile,
         rounds=args.rounds or (3 if args.quick else 5),
         min_run_time=0.05 if args.quick else 0.1,
+        clock=args.clock,
         log=lambda message: print(message, flush=True),
     )
     print()

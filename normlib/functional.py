@@ -266,7 +266,8 @@ def _fused_view(shape, dims: Tuple[int, ...], affine: Optional[Tensor], other: O
 
 
 def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, center: bool):
-    """Steps 2-4 in four passes over memory; returns (y, mean, var) on the view (stats (A or 1, B, 1, 1))."""
+    """Steps 2-4 with five full-size operations (8 tensor-sized reads and writes, PyTorch's
+    fused kernel needs 2); returns (y, mean, var), the statistics shaped (A or 1, B, 1, 1)."""
     A, B, K, S = view.shape
     dtype = _compute_dtype(x.dtype)
     xv = x.reshape(view.shape)
@@ -274,7 +275,7 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     m = K * S * (A if view.over_batch else 1)  # values per statistic
     # Step 2. Pass 1: the mean. Pass 2: the deviations, written once, into the buffer that
     # becomes y. Pass 3: their sum of squares (a vector norm over the contiguous last axes is
-    # one fast read). Two passes over x, so no cancellation: see Chapter 11.
+    # one fast read). Two passes over x, so no cancellation (Chapter 11).
     if center:
         mean = xv.mean(dim=stat_dims, keepdim=True, dtype=dtype)
         y = xv - mean  # a new tensor, in the computation dtype
