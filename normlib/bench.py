@@ -18,8 +18,8 @@ forward+backward, it times three implementations on the same input and output gr
   and writes dx (5 tensors). The copy bandwidth is that of ``x.clone()`` (read x, write a new
   tensor of the same size). A forward pass at 100 % costs exactly one copy.
 
-Method. Timing uses :mod:`torch.utils.benchmark` (``blocked_autorange``, which synchronizes
-CUDA). The copy, native, eager and compiled runs are interleaved in rounds, so that load from
+Method. Timing uses :mod:`torch.utils.benchmark` (``blocked_autorange``, which waits for
+a GPU to finish). The copy, native, eager and compiled runs are interleaved in rounds, so that load from
 other processes hits both sides of a ratio alike. A time is the fastest block over all rounds
 (the run least disturbed by other processes); ratios and fractions are computed from those
 times, and the printed range is the min-max of the same ratio taken round by round. Compilation
@@ -157,7 +157,7 @@ def seconds(fn: Callable[[], object], min_run_time: float = 0.1, clock: str = "w
     """Seconds per call of ``fn``: the fastest block of calls, the one least disturbed by other programs.
 
     ``clock="wall"`` (the default) uses :mod:`torch.utils.benchmark`'s ``blocked_autorange``,
-    which also synchronizes CUDA. ``clock="cpu"`` counts the CPU time of the calling thread
+    which also waits for a GPU to finish. ``clock="cpu"`` counts the CPU time of the calling thread
     (``time.thread_time``), which leaves out the time the thread waited for a processor held
     by another program: steadier on a shared machine, and meaningful only for CPU tensors with
     one intra-op thread (``torch.set_num_threads(1)``).
@@ -307,13 +307,16 @@ def measure(
 
 
 def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """Wait for an accelerator (GPU) to finish its queued work; nothing to wait for on the CPU."""
+    if device.type != "cpu" and torch.accelerator.is_available():
+        torch.accelerator.synchronize(device)
 
 
 def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        backend = getattr(torch, device.type, None)
+        name_of = getattr(backend, "get_device_name", None)
+        return name_of(device) if name_of is not None else device.type
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

@@ -13,6 +13,12 @@ Each public function below calls it and only says which axes it uses and how its
 parameters are shaped, with the signature and semantics of the matching function in
 :mod:`torch.nn.functional`.
 
+The layers call it through ``_normalize_layer`` (and BatchNorm through
+:class:`BatchNormFunction`), which in eager mode runs the same four steps in an autograd
+Function written for speed: fewer passes over memory, steps 3 and 4 in place, a
+closed-form backward pass ("the fast path" below; Chapter 11 measures it). Under
+``torch.compile`` and ``torch.func`` they run :func:`normalize` itself.
+
 Half-precision inputs (float16, bfloat16) are computed in float32 and returned in
 the input's dtype, as PyTorch does. Nothing here calls PyTorch's own normalization
 kernels: they serve as the reference in the tests, never as the implementation.
@@ -231,7 +237,7 @@ def _fused_view(shape, dims: Tuple[int, ...], affine: Optional[Tensor], other: O
     n = len(shape)
     over_batch = n >= 2 and dims[0] == 0 and dims[1:] == tuple(range(2, n))
     start = 2 if over_batch else (dims[0] if dims == tuple(range(dims[0], n)) else -1)
-    if start < 0 or (over_batch and n == 2 and dims != (0,)):
+    if start < 0:
         return None
     lead = tuple(shape[1:start]) if start >= 1 else ()
     trail = tuple(shape[start:])
@@ -275,7 +281,9 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     m = K * S * (A if view.over_batch else 1)  # values per statistic
     # Step 2. Pass 1: the mean. Pass 2: the deviations, written once, into the buffer that
     # becomes y. Pass 3: their sum of squares (a vector norm over the contiguous last axes is
-    # one fast read). Two passes over x, so no cancellation (Chapter 11).
+    # one fast read). Two passes over x, so no cancellation (Chapter 11). torch.var_mean is
+    # as safe (Welford's update inside PyTorch), but on the CPU it applies that update one
+    # value at a time in double precision: 10-50x slower than these vectorized passes.
     if center:
         mean = xv.mean(dim=stat_dims, keepdim=True, dtype=dtype)
         y = xv - mean  # a new tensor, in the computation dtype
