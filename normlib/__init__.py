@@ -24,10 +24,12 @@ import random
 import numpy as np
 import torch
 
-from . import data, functional, models, reference, train
+from . import data, functional, invariance, models, recurrent, reference, train, transformer
+from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
+from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
 from .weight_norm import weight_norm
 
 __version__ = "0.1.0"
@@ -43,6 +45,14 @@ __all__ = [
     "GroupNorm",
     "RMSNorm",
     "weight_norm",
+    "fold_bn",
+    "recompute_bn_stats",
+    "diagnose",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
+    "LayerNormLSTM",
+    "LayerNormGRU",
+    "TimeStepBatchNorm",
     "make_norm",
     "default_num_groups",
     "NORM_NAMES",
@@ -50,7 +60,10 @@ __all__ = [
     "device",
     "seed",
     "functional",
+    "invariance",
+    "recurrent",
     "reference",
+    "transformer",
     "data",
     "models",
     "train",

@@ -14,6 +14,8 @@ that names the package to install.
 * :func:`shapes` -- procedural grey images of four shapes with random position, size,
   brightness and contrast.
 * :func:`batches` -- shuffled mini-batches of two tensors, reproducible with a generator.
+* :func:`characters` -- next-character prediction on Python's own help text (which ships
+  with Python), as a :class:`TextDataset` of integer character ids.
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Dataset", "digits", "mnist1d", "shapes", "SHAPE_CLASSES", "batches"]
+__all__ = [
+    "Dataset",
+    "digits",
+    "mnist1d",
+    "shapes",
+    "SHAPE_CLASSES",
+    "batches",
+    "TextDataset",
+    "python_docs_text",
+    "characters",
+]
 
 
 @dataclass(frozen=True)
@@ -295,3 +307,100 @@ def batches(
         index = order[start : start + batch_size]
         yield x[index], y[index]
 
+
+
+# --------------------------------------------------------------------------- text (chapter 6)
+#
+# Sequences for the recurrent-network chapter: next-character prediction on a text that
+# ships with every Python installation, so nothing is downloaded.
+
+
+@dataclass(frozen=True)
+class TextDataset(Dataset):
+    """Next-character prediction: ``x_*`` and ``y_*`` are ``(num_windows, seq_len)`` int64
+    character ids, and ``y[n, t] == x[n, t + 1]`` (the next character of the text).
+
+    ``vocabulary`` holds the characters in id order (``num_classes == len(vocabulary)``);
+    :meth:`encode` and :meth:`decode` translate between strings and ids.
+    """
+
+    vocabulary: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.vocabulary) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.vocabulary)} characters in the vocabulary but {self.num_classes} classes")
+
+    def encode(self, text: str) -> Tensor:
+        """int64 ids of ``text`` (on the dataset's device); unknown characters raise a KeyError."""
+        index = {ch: i for i, ch in enumerate(self.vocabulary)}
+        missing = sorted(set(text) - set(index))
+        if missing:
+            raise KeyError(f"characters not in the vocabulary: {missing}")
+        return torch.tensor([index[ch] for ch in text], dtype=torch.int64, device=self.device)
+
+    def decode(self, ids) -> str:
+        """The string of a 1-D sequence of ids."""
+        return "".join(self.vocabulary[int(i)] for i in ids)
+
+    def __repr__(self) -> str:
+        return (
+            f"TextDataset({self.name!r}: {len(self.x_train)} train / {len(self.x_test)} test windows "
+            f"of {self.x_train.shape[1]} characters, {self.num_classes} distinct characters, {self.device})"
+        )
+
+
+def python_docs_text() -> str:
+    """The text of Python's own help topics (``pydoc_data.topics``, part of the standard
+    library): about 0.5 million characters of English technical prose and code, the same on
+    every installation of one Python version (it changes a little between versions)."""
+    topics = importlib.import_module("pydoc_data.topics").topics
+    return "\n".join(topics[key] for key in sorted(topics))
+
+
+def characters(
+    *,
+    seq_len: int = 32,
+    num_train: Optional[int] = None,
+    num_test: Optional[int] = 256,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    text: Optional[str] = None,
+    device=None,
+) -> TextDataset:
+    """Windows of ``seq_len`` characters from :func:`python_docs_text` (or ``text``).
+
+    The text is cut into consecutive, non-overlapping windows of ``seq_len + 1``
+    characters; a window gives the input ``x`` (its first ``seq_len`` characters) and the
+    target ``y`` (its last ``seq_len``). The last ``test_fraction`` of the text gives the
+    test windows, the rest the training windows, so no test character is ever trained on.
+    ``num_train`` / ``num_test`` keep that many windows of each split, chosen with ``seed``
+    (``None``: all of them). The vocabulary is every distinct character of the whole text.
+    """
+    if seq_len < 1:
+        raise ValueError(f"characters: seq_len must be at least 1, got {seq_len}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    name = "python-docs" if text is None else "text"
+    text = python_docs_text() if text is None else text
+    vocabulary = "".join(sorted(set(text)))
+    index = {ch: i for i, ch in enumerate(vocabulary)}
+    ids = torch.tensor([index[ch] for ch in text], dtype=torch.int64)
+    split = int(len(ids) * (1 - test_fraction))
+    generator = torch.Generator().manual_seed(seed)
+
+    def windows(part: Tensor, count: Optional[int]):
+        usable = (len(part) // (seq_len + 1)) * (seq_len + 1)
+        chunks = part[:usable].reshape(-1, seq_len + 1)
+        if len(chunks) == 0:
+            raise ValueError(f"characters: the text is too short for one window of {seq_len + 1} characters per split")
+        if count is not None:
+            if count > len(chunks):
+                raise ValueError(f"characters: asked for {count} windows, the split has only {len(chunks)}")
+            chunks = chunks[torch.randperm(len(chunks), generator=generator)[:count]]
+        return chunks[:, :-1].contiguous(), chunks[:, 1:].contiguous()
+
+    x_train, y_train = windows(ids[:split], num_train)
+    x_test, y_test = windows(ids[split:], num_test)
+    dataset = TextDataset(name, x_train, y_train, x_test, y_test, len(vocabulary), vocabulary=vocabulary)
+    return dataset.to(_default_device(device))

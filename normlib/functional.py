@@ -548,6 +548,16 @@ class BatchNormFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None
 
 
+def _check_batch_norm_eps(input: Tensor, training: bool, eps: float) -> None:
+    """torch.nn.functional.batch_norm's own argument checks, in torch's order."""
+    if training:
+        _verify_batch_size(input.size())
+    if training and eps <= 0.0:  # a constant channel would divide by sqrt(0)
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+
+
 def _verify_batch_size(size: torch.Size) -> None:
     values_per_channel = size[0] * math.prod(size[2:])
     if values_per_channel == 1:
@@ -615,6 +625,7 @@ def batch_norm(
     statistics are updated in place (unbiased variance, PyTorch's momentum convention).
     Otherwise the running statistics normalize the input.
     """
+    _check_batch_norm_eps(input, training, eps)
     _check_floating(input, "batch_norm")
     if input.dim() < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C, *), got {input.dim()}D input")

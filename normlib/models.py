@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Dict, Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 from .batchnorm import _NormBase
 from .factory import make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
+from .recurrent import LayerNormLSTM
 
-__all__ = ["mlp", "cnn", "norm_layers", "make_activation", "ACTIVATIONS"]
+__all__ = ["mlp", "cnn", "norm_layers", "make_activation", "ACTIVATIONS", "CharLSTM", "char_lstm"]
 
 NormSpec = Union[str, Callable[[int], nn.Module]]
 
@@ -167,3 +169,72 @@ def cnn(
 def norm_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """The normalization layers of ``model`` (torch's or normlib's), by name, in order."""
     return {name: module for name, module in model.named_modules() if isinstance(module, _NORM_TYPES)}
+
+
+# --------------------------------------------------------------------------- sequences (chapter 6)
+
+
+class CharLSTM(nn.Module):
+    """A character-level language model: ``embedding -> rnn -> head``.
+
+    ``rnn`` is a :class:`normlib.LayerNormLSTM` (``batch_first``) with or without LayerNorm,
+    so two models that differ only in ``layer_norm`` have the same parameters otherwise.
+    ``forward(tokens)`` maps ``(N, T)`` character ids to logits of shape
+    ``(N, vocab_size, T)`` -- classes in dim 1, the layout ``F.cross_entropy`` takes for
+    targets of shape ``(N, T)`` -- so :func:`normlib.train.fit` trains it on a
+    :class:`normlib.data.TextDataset` unchanged. :meth:`generate` samples one sequence,
+    one character at a time (a batch of one).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int = 64,
+        embedding_dim: int = 32,
+        num_layers: int = 1,
+        layer_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.rnn = LayerNormLSTM(embedding_dim, hidden_size, num_layers, batch_first=True, layer_norm=layer_norm)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, tokens, state=None, lengths=None):
+        return self.logits_and_state(tokens, state, lengths)[0].transpose(1, 2)
+
+    def logits_and_state(self, tokens, state=None, lengths=None):
+        """``(logits (N, T, vocab_size), (h_n, c_n))`` for ``(N, T)`` tokens."""
+        if tokens.dim() != 2:
+            raise ValueError(f"CharLSTM expects (N, T) character ids, got shape {tuple(tokens.shape)}")
+        output, state = self.rnn(self.embedding(tokens), state, lengths=lengths)
+        return self.head(output), state
+
+    @torch.no_grad()
+    def generate(self, prompt, length: int, temperature: float = 1.0, generator=None):
+        """``prompt`` (1-D ids) followed by ``length`` sampled ids, as a 1-D int64 tensor.
+
+        Runs the network on a batch of one sequence: the prompt first, then one character
+        per step, each sampled from ``softmax(logits / temperature)`` (``temperature=0``:
+        the most likely character). The model's mode is left as it is.
+        """
+        prompt = torch.as_tensor(prompt, dtype=torch.int64, device=self.head.weight.device)
+        if prompt.dim() != 1 or prompt.numel() == 0:
+            raise ValueError("generate: the prompt must be a non-empty 1-D sequence of ids")
+        logits, state = self.logits_and_state(prompt[None])
+        ids = [int(i) for i in prompt]
+        for _ in range(length):
+            last = logits[0, -1]
+            if temperature == 0:
+                nxt = int(last.argmax())
+            else:
+                probs = torch.softmax(last.double() / temperature, dim=-1).cpu()
+                nxt = int(torch.multinomial(probs, 1, generator=generator))
+            ids.append(nxt)
+            logits, state = self.logits_and_state(torch.tensor([[nxt]], device=prompt.device), state)
+        return torch.tensor(ids, dtype=torch.int64)
+
+
+def char_lstm(vocab_size: int, hidden_size: int = 64, *, embedding_dim: int = 32, num_layers: int = 1,
+              layer_norm: bool = True) -> CharLSTM:
+    """A :class:`CharLSTM`; ``layer_norm=False`` gives the same network with torch's plain LSTM cell."""
+    return CharLSTM(vocab_size, hidden_size, embedding_dim, num_layers, layer_norm)

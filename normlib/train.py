@@ -140,6 +140,11 @@ def evaluate(
     statistics: this is how the "forgot eval()" bug behaves); ``mode="keep"`` leaves every
     module as it is. The modes of all submodules are restored afterwards. ``batch_size``
     evaluates in chunks (all at once by default). Returns ``(loss, accuracy)`` as floats.
+
+    Targets may have more than one label per sample: with ``y`` of shape ``(N, T)`` (e.g. the
+    next character at every position) and logits of shape ``(N, classes, T)``, as
+    ``F.cross_entropy`` takes them, the accuracy is the fraction of the ``N * T`` labels
+    predicted.
     """
     if mode not in ("eval", "train", "keep"):
         raise ValueError(f"mode must be 'eval', 'train' or 'keep', got {mode!r}")
@@ -153,7 +158,7 @@ def evaluate(
             logits = model(xb)
             total_loss += float(loss_fn(logits, yb)) * xb.shape[0]
             correct += int((logits.argmax(dim=1) == yb).sum())
-    return total_loss / x.shape[0], correct / x.shape[0]
+    return total_loss / x.shape[0], correct / y.numel()
 
 
 @contextmanager

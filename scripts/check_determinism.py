@@ -24,12 +24,25 @@ def _fingerprint(output) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _merge_streams(outputs):
+    """Join consecutive stream outputs of the same stream: the kernel flushes on a timer,
+    so one print can arrive as one output in one run and as two in the next."""
+    merged = []
+    for output in outputs:
+        if (merged and output.get("output_type") == "stream" and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == output.get("name")):
+            merged[-1] = {**merged[-1], "text": merged[-1]["text"] + output["text"]}
+        else:
+            merged.append(output)
+    return merged
+
+
 def run(path: pathlib.Path):
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
-    cells = [[_fingerprint(o) for o in c.get("outputs", [])] for c in nb.cells if c.cell_type == "code"]
+    cells = [[_fingerprint(o) for o in _merge_streams(c.get("outputs", []))] for c in nb.cells if c.cell_type == "code"]
     return cells, seconds
 
 

@@ -131,11 +131,61 @@ MUTANTS = {
              "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n"),
         ],
     ),
+    # ---- recurrent cells, Transformer blocks, the invariance table (chapter 6)
+    "ln_lstm_no_cell_norm": (
+        "LN-LSTM: tanh of the raw cell state instead of LN(c_t)",
+        [("recurrent.py",
+          "cell_out = c_next if self.norm_cell is None else self.norm_cell(c_next)",
+          "cell_out = c_next")],
+    ),
+    "ln_lstm_bias_inside_norm": (
+        "LN-LSTM: the input bias is added before LN_ih (LayerNorm then removes most of it)",
+        [("recurrent.py",
+          "        gates = TF.linear(input, self.weight_ih)\n        if self.norm_ih is not None:\n"
+          "            gates = self.norm_ih(gates)\n        return gates if self.bias_ih is None else gates + self.bias_ih\n",
+          "        gates = TF.linear(input, self.weight_ih, self.bias_ih)\n        if self.norm_ih is not None:\n"
+          "            gates = self.norm_ih(gates)\n        return gates\n")],
+    ),
+    "rnn_state_runs_into_padding": (
+        "LayerNormLSTM with lengths: the state keeps changing over the padding",
+        [("recurrent.py",
+          "state = tuple(torch.where(keep, n, s) for n, s in zip(new, state))",
+          "state = new")],
+    ),
+    "gru_reset_gate_dropped": (
+        "LN-GRU: the reset gate no longer multiplies the hidden part of the candidate",
+        [("recurrent.py",
+          "candidate = torch.tanh(gi_n + reset * gh_n)",
+          "candidate = torch.tanh(gi_n + gh_n)")],
+    ),
+    "time_step_bn_shares_stats": (
+        "TimeStepBatchNorm uses the statistics of step 0 at every step",
+        [("recurrent.py", "            return self.steps[t]\n", "            return self.steps[0]\n")],
+    ),
+    "pre_ln_is_post_ln": (
+        "TransformerBlock(position='pre') normalizes the residual sum (post-LN) in its attention half",
+        [("transformer.py",
+          "        x = x + self.attention(self.norm1(x), attn_mask, is_causal)\n",
+          "        x = self.norm1(x + self.attention(x, attn_mask, is_causal))\n")],
+    ),
+    "invariance_ln_over_batch": (
+        "the invariance table's LayerNorm normalizes over the batch (dim 0)",
+        [("invariance.py",
+          "    if method == \"ln\":\n        return normalize(a, dims=1, eps=eps)[0]\n",
+          "    if method == \"ln\":\n        return normalize(a, dims=0, eps=eps)[0]\n")],
+    ),
+    "sequence_accuracy_per_sample": (
+        "evaluate divides the correct labels by the number of samples, not of labels",
+        [("train.py", "correct / y.numel()", "correct / x.shape[0]")],
+    ),
 }
 
 DEFAULT = ["unbiased_forward", "keras_momentum", "biased_running_var", "strided_groups",
            "momentum_none_ignored", "eval_uses_batch_stats", "half_accumulates_in_half", "rms_eps_of_input_dtype",
-           "calls_F_layer_norm", "calls_aten_batch_norm"]
+           "calls_F_layer_norm", "calls_aten_batch_norm",
+           "ln_lstm_no_cell_norm", "ln_lstm_bias_inside_norm", "rnn_state_runs_into_padding", "gru_reset_gate_dropped",
+           "time_step_bn_shares_stats", "pre_ln_is_post_ln", "invariance_ln_over_batch",
+           "sequence_accuracy_per_sample"]
 
 
 class PatternNotFound(Exception):

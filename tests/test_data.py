@@ -154,3 +154,49 @@ def test_batches_rejects_bad_sizes():
         next(data.batches(x, y, 5))
     with pytest.raises(ValueError, match="3 samples but y has 4"):
         next(data.batches(x[:3], y, 2))
+
+
+# --------------------------------------------------------------------------- text (chapter 6)
+
+
+def test_characters_windows_are_the_text_shifted_by_one():
+    text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(1000))
+    ds = data.characters(text=text, seq_len=9, num_test=None, test_fraction=0.2, device="cpu")
+    assert isinstance(ds, data.TextDataset) and ds.name == "text"
+    assert ds.x_train.dtype == ds.y_train.dtype == torch.int64
+    assert ds.x_train.shape == (800 // 10, 9) and ds.x_test.shape == (200 // 10, 9)
+    assert ds.vocabulary == "abcdefghijklmnopqrstuvwxyz" and ds.num_classes == 26
+    # consecutive windows of 10 characters: x is the first 9, y the last 9
+    assert ds.decode(ds.x_train[0]) == text[:9] and ds.decode(ds.y_train[0]) == text[1:10]
+    assert ds.decode(ds.x_train[1]) == text[10:19]
+    assert torch.equal(ds.x_train[:, 1:], ds.y_train[:, :-1])
+    assert ds.decode(ds.x_test[0]) == text[800:809]  # test windows come from the end of the text
+    assert torch.equal(ds.encode("cab"), torch.tensor([2, 0, 1]))
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        ds.encode("A")
+
+
+def test_characters_default_text_ships_with_python_and_is_seeded():
+    text = data.python_docs_text()
+    assert len(text) > 100_000 and "assert" in text
+    a = data.characters(seq_len=16, num_train=50, num_test=20, seed=3, device="cpu")
+    b = data.characters(seq_len=16, num_train=50, num_test=20, seed=3, device="cpu")
+    c = data.characters(seq_len=16, num_train=50, num_test=20, seed=4, device="cpu")
+    assert a.name == "python-docs" and a.x_train.shape == (50, 16) and a.x_test.shape == (20, 16)
+    assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
+    assert a.decode(a.x_train[0]) in text
+    assert "TextDataset('python-docs': 50 train / 20 test windows of 16 characters" in repr(a)
+    moved = a.to("cpu")
+    assert isinstance(moved, data.TextDataset) and moved.vocabulary == a.vocabulary
+
+
+def test_characters_validates():
+    with pytest.raises(ValueError, match="seq_len"):
+        data.characters(seq_len=0, text="abc")
+    with pytest.raises(ValueError, match="too short"):
+        data.characters(seq_len=50, text="abcdef" * 10)
+    with pytest.raises(ValueError, match="only"):
+        data.characters(seq_len=4, text="abcdef" * 10, num_test=100)
+    with pytest.raises(ValueError, match="vocabulary"):
+        data.TextDataset("t", torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 3, dtype=torch.int64),
+                         torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64), 5, vocabulary="ab")

@@ -96,3 +96,36 @@ def test_same_seed_same_weights_whatever_the_norm():
     for norm in ("bn", "ln", "gn"):
         for name in ("linear1", "linear2", "head"):
             assert torch.equal(getattr(nets[norm], name).weight, getattr(nets["none"], name).weight)
+
+
+# --------------------------------------------------------------------------- sequences (chapter 6)
+
+
+def test_char_lstm_shapes_layer_norm_switch_and_generation():
+    normlib.seed(0)
+    with_ln = models.char_lstm(11, 8, embedding_dim=5)
+    normlib.seed(0)
+    without = models.char_lstm(11, 8, embedding_dim=5, layer_norm=False)
+    assert isinstance(with_ln.rnn, normlib.LayerNormLSTM) and with_ln.rnn.batch_first
+    assert with_ln.rnn.cells[0].norm_ih is not None and without.rnn.cells[0].norm_ih is None
+    # same seed: the same weights apart from the LayerNorm gains and shifts
+    shared = {k: v for k, v in with_ln.state_dict().items() if ".norm_" not in k}
+    assert shared.keys() == without.state_dict().keys()
+    assert all(torch.equal(v, without.state_dict()[k]) for k, v in shared.items())
+    tokens = torch.randint(0, 11, (3, 7))
+    logits = with_ln(tokens)
+    assert logits.shape == (3, 11, 7)  # classes in dim 1, as cross_entropy takes them
+    step_logits, (h, c) = with_ln.logits_and_state(tokens)
+    assert torch.equal(step_logits.transpose(1, 2), logits) and h.shape == c.shape == (1, 3, 8)
+    # generation: a batch of one, step by step, equals running the whole sequence at once
+    g = torch.Generator().manual_seed(0)
+    ids = with_ln.generate(torch.tensor([1, 2, 3]), 6, generator=g)
+    assert ids.shape == (9,) and ids[:3].tolist() == [1, 2, 3]
+    greedy = with_ln.generate(torch.tensor([4]), 5, temperature=0)
+    with torch.no_grad():
+        full = with_ln(greedy[None])[0].argmax(0)
+    assert torch.equal(full[:-1], greedy[1:])
+    with pytest.raises(ValueError, match=r"\(N, T\)"):
+        with_ln(torch.randint(0, 11, (7,)))
+    with pytest.raises(ValueError, match="prompt"):
+        with_ln.generate(torch.tensor([], dtype=torch.int64), 3)

@@ -153,3 +153,33 @@ def test_normlib_never_calls_torch_norm_kernels(monkeypatch):
             xin = randn((3, 4) if norm == "rms" else (3, 4, 2, 2), gen).requires_grad_(True)
             m(xin).sum().backward()
             assert xin.grad is not None
+
+
+def test_recurrent_and_transformer_modules_use_normlib_norms(monkeypatch):
+    """The LN-LSTM/GRU, TimeStepBatchNorm, Transformer blocks and the invariance table run
+    without any torch normalization kernel (forward and backward)."""
+    from normlib.invariance import invariance_table
+    from normlib.transformer import TinyTransformer
+
+    torch.manual_seed(0)
+    modules = [
+        (normlib.LayerNormLSTM(3, 4, num_layers=2), (torch.randn(5, 2, 3),), {"lengths": [5, 3]}),
+        (normlib.LayerNormGRU(3, 4), (torch.randn(5, 2, 3),), {}),
+        (normlib.LayerNormLSTMCell(3, 4), (torch.randn(2, 3),), {}),
+        (normlib.TimeStepBatchNorm(3, 5), (torch.randn(5, 4, 3),), {"lengths": [5, 5, 4, 2]}),
+    ]
+    for position in ("pre", "post"):
+        for norm in ("ln", "rms"):
+            modules.append((TinyTransformer(7, 7, 4, depth=2, d_model=8, num_heads=2, dim_feedforward=16, norm=norm,
+                                            position=position), (torch.randint(0, 7, (2, 4)),), {}))
+    for owner, attr in PATCHED:
+        if hasattr(owner, attr):
+            monkeypatch.setattr(owner, attr, lambda *a, **k: (_ for _ in ()).throw(AssertionError("torch norm called")))
+    with NoNormOps():
+        for module, args, kwargs in modules:
+            out = module(*args, **kwargs)
+            out = out[0] if isinstance(out, tuple) else out
+            out.sum().backward()
+            assert all(p.grad is not None for p in module.parameters()), type(module).__name__
+        table = invariance_table()
+        assert table["weight matrix re-centering"]["ln"] < 1e-12

@@ -166,3 +166,28 @@ def test_fit_moves_the_model_to_the_data_device(device, digits):
     net = _net()
     hist = train.fit(net, ds, steps=3, batch_size=32, progress=False)
     assert next(net.parameters()).device.type == device.type and len(hist.train_loss) == 3
+
+
+def test_evaluate_counts_every_label_of_a_sequence():
+    """Per-position targets (N, T) with logits (N, classes, T): accuracy over N * T labels."""
+
+    class Echo(nn.Module):
+        def forward(self, x):  # one-hot logits of the input ids: predicts y == x
+            return nn.functional.one_hot(x, 4).transpose(1, 2).float() * 10
+
+    x = torch.tensor([[0, 1, 2], [3, 3, 1]])
+    y = torch.tensor([[0, 1, 0], [3, 2, 1]])  # 4 of 6 labels equal x
+    loss, accuracy = train.evaluate(Echo(), x, y)
+    assert accuracy == pytest.approx(4 / 6)
+    assert train.evaluate(Echo(), x, y, batch_size=1)[1] == pytest.approx(4 / 6)
+    assert loss == pytest.approx(float(nn.functional.cross_entropy(Echo()(x), y)))
+
+
+def test_fit_trains_a_character_model():
+    ds = data.characters(seq_len=12, num_train=256, num_test=32, device="cpu")
+    normlib.seed(0)
+    model = models.char_lstm(ds.num_classes, 16)
+    hist = train.fit(model, ds, steps=40, batch_size=32, lr=1e-2, optimizer="adam", eval_every=20, progress=False)
+    assert hist.steps == [0, 20, 40]
+    assert hist.test_loss[-1] < hist.test_loss[0] - 0.5  # from ~log(vocab) towards the text's statistics
+    assert 0.0 <= hist.test_accuracy[0] < hist.final_accuracy <= 1.0
