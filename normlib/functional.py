@@ -365,9 +365,10 @@ def _fused_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor]
         scale = inv_std if w is None else inv_std * w
         g = torch.mul(dyv, scale, out=buffer)
     dot, g_sum = dot.reshape(inv_std.shape), g_sum.reshape(inv_std.shape)
-    # dx = g/std + k * (x - mean) + c, assembled from x itself: the terms x * k and mean * k
-    # round like x does in its dtype (error ~ eps * |mean| / std, as in PyTorch's CPU kernel);
-    # the variance above is the quantity that must not be computed from x^2 (Chapter 11).
+    # dx = g/std + k * (x - mean) + c, assembled from x itself (one pass fewer): x * k and
+    # mean * k round like x itself does in its dtype, an error of about u * |mean| / std with
+    # u the unit roundoff, as in PyTorch's CPU LayerNorm kernel. The variance is another
+    # matter: from E[x^2] - E[x]^2 its error would grow like u * (mean / std)^2 (Chapter 11).
     k = -inv_std.pow(3) * dot / m
     c = -k * mean if center else torch.zeros_like(k)
     if center:
@@ -442,9 +443,9 @@ class _NormalizeFunction(torch.autograd.Function):
 
 def _normalize_layer(x: Tensor, dims: Tuple[int, ...], eps: float, weight: Optional[Tensor] = None,
                      bias: Optional[Tensor] = None, center: bool = True):
-    """What every layer calls: ``normalize(x, dims, eps, weight=..., bias=...)``, with the same
-    ``(y, mean, var)``, through the fused Function in eager mode when ``dims`` and gamma/beta
-    have a shape it handles, else through ``normalize`` itself."""
+    """What LayerNorm, GroupNorm, InstanceNorm and RMSNorm call: ``normalize(x, dims, eps,
+    weight=..., bias=...)`` with the same ``(y, mean, var)``, run by the fused Function in eager
+    mode when ``dims`` and gamma/beta have a shape it handles, else by ``normalize`` itself."""
     dims = _as_dims(dims, x.dim())
     view = _fused_view(tuple(x.shape), dims, weight if weight is not None else bias, bias if weight is not None else None)
     if torch.compiler.is_compiling() and torch.is_grad_enabled():
