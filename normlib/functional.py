@@ -437,7 +437,7 @@ class _NormalizeFunction(torch.autograd.Function):
             grad_input, grad_weight, grad_bias = _fused_backward(
                 grad_output, x, ctx.view, weight, mean, var, ctx.eps, ctx.center,
                 ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-        grad_bias = None if ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
+        grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None, None, None
 
 
@@ -545,7 +545,7 @@ class BatchNormFunction(torch.autograd.Function):
                 ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         if grad_weight is not None:
             grad_weight = grad_weight.reshape(weight.shape).to(weight.dtype)
-        grad_bias = None if ctx.bias_dtype is None else grad_bias.reshape(-1).to(ctx.bias_dtype)
+        grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.reshape(-1).to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None
 
 

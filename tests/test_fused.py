@@ -101,6 +101,31 @@ def _backward_nodes(y, depth=3):
     return names
 
 
+@pytest.mark.parametrize("frozen", ["weight", "bias", "both"])
+@pytest.mark.parametrize("name", ["BatchNorm2d", "LayerNorm", "GroupNorm", "InstanceNorm2d"])
+def test_frozen_gamma_or_beta(name, frozen):
+    """requires_grad_(False) on gamma and/or beta ("freezing"): the input still gets its gradient,
+    the frozen parameter none, the other its own, all equal to torch's."""
+    args = {"BatchNorm2d": (3,), "LayerNorm": ([3, 2, 2],), "GroupNorm": (1, 3), "InstanceNorm2d": (3,)}[name]
+    kwargs = {"InstanceNorm2d": {"affine": True}}.get(name, {})
+    gen = make_gen(707)
+    ours = getattr(normlib, name)(*args, **kwargs).double()
+    theirs = getattr(torch.nn, name)(*args, **kwargs).double()
+    theirs.load_state_dict(ours.state_dict())
+    for module in (ours, theirs):
+        for pname in (("weight", "bias") if frozen == "both" else (frozen,)):
+            getattr(module, pname).requires_grad_(False)
+    x = randn((4, 3, 2, 2), gen)
+    dy = randn((4, 3, 2, 2), gen, scale=1.0, shift=0.0)
+    results = []
+    for module in (ours, theirs):
+        xg = x.clone().requires_grad_(True)
+        module(xg).backward(dy)
+        results.append((xg.grad, module.weight.grad, module.bias.grad))
+    for what, got, want in zip(("input", "weight", "bias"), *results):
+        assert_close(got, want, tol=GRAD_TOL[torch.float64], msg=f"{name}, frozen {frozen}: grad of {what}")
+
+
 def test_layers_take_the_fused_function_in_eager_mode_only():
     x = torch.randn(2, 3, 4, requires_grad=True)
     for layer in (normlib.LayerNorm(4), normlib.GroupNorm(1, 3), normlib.InstanceNorm1d(3), normlib.RMSNorm(4)):
