@@ -9,17 +9,17 @@ normalization layers, which come from :func:`normlib.make_norm`. Every layer has
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .batchnorm import _NormBase
 from .factory import make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormLSTM
 
-__all__ = ["mlp", "cnn", "norm_layers", "make_activation", "ACTIVATIONS", "CharLSTM", "char_lstm"]
+__all__ = ["mlp", "cnn", "norm_layers", "make_activation", "ACTIVATIONS", "NoisyNorm", "CharLSTM", "char_lstm"]
 
 NormSpec = Union[str, Callable[[int], nn.Module]]
 
@@ -169,6 +169,72 @@ def cnn(
 def norm_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """The normalization layers of ``model`` (torch's or normlib's), by name, in order."""
     return {name: module for name, module in model.named_modules() if isinstance(module, _NORM_TYPES)}
+
+
+# --------------------------------------------------------------------------- noisy normalization (chapter 3)
+
+
+class NoisyNorm(nn.Module):
+    """A normalization layer whose output, in training mode, is moved by fresh random noise at
+    every forward pass: the "noisy BatchNorm" of Santurkar et al. (2018), in one simple form.
+
+    ``NoisyNorm(BatchNorm1d(C))`` computes ``y = norm(x)`` and then, in training mode,
+
+        ``out[:, c, ...] = a_c * y[:, c, ...] + b_c``, with ``a_c ~ U(scale)`` and ``b_c ~ U(shift)``
+
+    drawn anew for every channel at every forward pass (one draw per channel, shared by the
+    whole batch). Every unit's distribution therefore gets a new, random mean and spread at
+    every step: a large, deliberate "internal covariate shift" placed right after the
+    normalization. In eval mode the noise is replaced by its expectation,
+    ``out = E[a] * y + E[b]`` (the identity for the default ranges, whose means are 1 and 0),
+    so training and inference see the same average.
+
+    ``scale`` and ``shift`` are ``(low, high)`` ranges (``0 <= low <= high`` for the scale);
+    ``generator`` is an optional ``torch.Generator`` on the input's device (default: torch's
+    global generator, which :func:`normlib.seed` seeds). The last draw is kept in
+    ``last_scale`` and ``last_shift`` (None before the first training-mode call).
+    """
+
+    def __init__(
+        self,
+        norm: nn.Module,
+        scale: Tuple[float, float] = (0.25, 1.75),
+        shift: Tuple[float, float] = (-1.0, 1.0),
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        scale, shift = tuple(float(v) for v in scale), tuple(float(v) for v in shift)
+        if len(scale) != 2 or not 0 <= scale[0] <= scale[1]:
+            raise ValueError(f"NoisyNorm: scale must be a range (low, high) with 0 <= low <= high, got {scale}")
+        if len(shift) != 2 or not shift[0] <= shift[1]:
+            raise ValueError(f"NoisyNorm: shift must be a range (low, high) with low <= high, got {shift}")
+        self.norm = norm
+        self.scale, self.shift = scale, shift
+        self.generator = generator
+        self.last_scale: Optional[Tensor] = None
+        self.last_shift: Optional[Tensor] = None
+
+    def _uniform(self, bounds, count: int, like: Tensor) -> Tensor:
+        low, high = bounds
+        device = self.generator.device if self.generator is not None else like.device
+        u = torch.rand(count, generator=self.generator, device=device)
+        return (low + (high - low) * u).to(device=like.device, dtype=like.dtype)
+
+    def forward(self, input: Tensor) -> Tensor:
+        y = self.norm(input)
+        if y.dim() < 2:
+            raise ValueError(f"NoisyNorm: expected an input of shape (N, C, *), got {y.dim()}D output from the norm")
+        shape = (1, -1) + (1,) * (y.dim() - 2)  # broadcast one value per channel (dim 1)
+        if self.training:
+            channels = y.shape[1]
+            self.last_scale = self._uniform(self.scale, channels, y)
+            self.last_shift = self._uniform(self.shift, channels, y)
+            return y * self.last_scale.reshape(shape) + self.last_shift.reshape(shape)
+        mean_scale, mean_shift = sum(self.scale) / 2, sum(self.shift) / 2
+        return y * mean_scale + mean_shift
+
+    def extra_repr(self) -> str:
+        return f"scale=U{self.scale}, shift=U{self.shift}"
 
 
 # --------------------------------------------------------------------------- sequences (chapter 6)

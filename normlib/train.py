@@ -42,6 +42,7 @@ __all__ = [
     "capture",
     "activation_stats",
     "preserve_modes",
+    "sandbox",
     "progress_enabled",
 ]
 
@@ -114,6 +115,36 @@ def preserve_modes(model: nn.Module):
     finally:
         for module, training in modes:
             module.training = training
+
+
+@contextmanager
+def sandbox(model: nn.Module):
+    """Experiment on ``model`` freely; on exit it is exactly as it was.
+
+    Restores every parameter and persistent buffer (whatever ``state_dict`` holds: running
+    statistics, ``num_batches_tracked``), every parameter's ``.grad``, every submodule's
+    ``training`` flag, and torch's random number generator state (the CPU generator, and the
+    generator of each accelerator device the model uses). A probe that runs inside a sandbox --
+    a training-mode forward pass, a trial SGD step, noise drawn by a layer -- leaves no trace:
+    training with the probe gives the same records as training without it.
+    """
+    saved = {name: tensor.detach().clone() for name, tensor in model.state_dict(keep_vars=True).items()}
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    # The CPU generator is always forked; also fork the generators of the accelerator (if
+    # any) that holds the model, so that noise drawn there is restored too.
+    accelerators = {t.device for t in saved.values() if t.device.type not in ("cpu", "meta")}
+    device_type = next(iter(accelerators)).type if accelerators else None
+    indices = sorted({d.index or 0 for d in accelerators})
+    with preserve_modes(model), torch.random.fork_rng(devices=indices, device_type=device_type):
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                current = model.state_dict(keep_vars=True)
+                for name, value in saved.items():
+                    current[name].copy_(value)
+            for p, grad in grads:
+                p.grad = grad
 
 
 def _chunks(x: Tensor, y: Tensor, batch_size: Optional[int]):
