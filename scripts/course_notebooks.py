@@ -60,7 +60,7 @@ def is_listed(path: Path | str, root: Path = ROOT) -> bool:
 
 
 def kind(path: Path | str, root: Path = ROOT) -> str:
-    """"student" for a student exercise notebook, "chapter" for every other listed notebook."""
+    """ "student" for a student exercise notebook, "chapter" for every other listed notebook."""
     rel = relative(path, root)
     return "student" if any(_match(rel, p) for p in STUDENT) else "chapter"
 

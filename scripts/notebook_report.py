@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['notebook']:<{width}}  {r['seconds']:7.1f} s  {setup_text}{note}")
     total = sum(r["seconds"] for r in records)
     if records:
-        print(f"  {'total':<{width}}  {total:7.1f} s  over {len(records)} notebook(s)"
-              + (f", {next(iter(threads))} torch thread(s) each" if len(threads) == 1 else ""))
+        print(
+            f"  {'total':<{width}}  {total:7.1f} s  over {len(records)} notebook(s)"
+            + (f", {next(iter(threads))} torch thread(s) each" if len(threads) == 1 else "")
+        )
     if over:
         print(f"  {over} notebook(s) over the {BUDGET_SECONDS:.0f} s budget (a report, not a failure)")
 
@@ -68,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if executed:
             print(f", {len(executed)} executed by the build (not in scripts/course_notebooks.py?):")
             for name, seconds in executed:
-                print(f"  {Path(name).relative_to(ROOT) if Path(name).is_absolute() else name}  {float(seconds):7.1f} s")
+                print(
+                    f"  {Path(name).relative_to(ROOT) if Path(name).is_absolute() else name}  {float(seconds):7.1f} s"
+                )
         else:
             print(", none executed again.")
     if args.started:

@@ -68,7 +68,13 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ]
 # Folders of the build that hold assets, not pages.
-ASSET_DIRS = {"_static", "_sources", "_images", "reports", *(p.name for p in (ROOT / "_vendor").iterdir() if p.is_dir())}
+ASSET_DIRS = {
+    "_static",
+    "_sources",
+    "_images",
+    "reports",
+    *(p.name for p in (ROOT / "_vendor").iterdir() if p.is_dir()),
+}
 pytestmark = pytest.mark.browser
 
 
@@ -112,7 +118,9 @@ class _Server:
             def log_error(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(directory))
+        )
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -185,9 +193,11 @@ def _open(browser, server, rel: str) -> Visit:
     page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
     page.on(
         "console",
-        lambda msg: errors.append(f"console.{msg.type}: {msg.text}")
-        if msg.type == "error" and "Failed to load resource" not in msg.text  # reported as requests
-        else None,
+        lambda msg: (
+            errors.append(f"console.{msg.type}: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text  # reported as requests
+            else None
+        ),
     )
     server.take_status()
     url = server.base + rel
@@ -551,7 +561,9 @@ def _expected_launch_links(rel_page: str) -> dict[str, str]:
         links["colab"] = f"{buttons['colab_url'].rstrip('/')}/github/{owner_repo}/blob/{branch}/{notebook}"
     if buttons.get("binderhub_url"):
         tree = "tree" if buttons.get("notebook_interface", "classic") == "classic" else "lab/tree"
-        links["binder"] = f"{buttons['binderhub_url'].rstrip('/')}/v2/gh/{owner_repo}/{branch}?urlpath={tree}/{notebook}"
+        links["binder"] = (
+            f"{buttons['binderhub_url'].rstrip('/')}/v2/gh/{owner_repo}/{branch}?urlpath={tree}/{notebook}"
+        )
     return links
 
 

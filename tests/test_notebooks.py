@@ -273,7 +273,11 @@ def _cache_for_the_book(path: Path, source_nb, executed, seconds: float) -> None
         if ran is setup_cell:
             # pip's note exists only where the cell installed normlib; a reader's local build,
             # where normlib is installed, shows nothing there. Anything else must be kept.
-            extra = [o for o in outputs if not (o.get("output_type") == "stream" and o.get("text", "").strip() in ("", PIP_NOTE))]
+            extra = [
+                o
+                for o in outputs
+                if not (o.get("output_type") == "stream" and o.get("text", "").strip() in ("", PIP_NOTE))
+            ]
             assert not extra, f"{cn.relative(path)}: the set-up cell printed more than pip's note: {extra}"
             outputs = []
         mine.outputs, mine.execution_count = outputs, ran.execution_count
