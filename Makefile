@@ -84,7 +84,9 @@ test-book: $(STAMP)
 
 # Every page of the HTML built last (by make book or make test) in headless Chromium.
 test-browser: $(STAMP)
-	$(PYTEST) -v -m browser tests/test_browser.py
+	@status=0; $(PYTEST) -v -m browser tests/test_browser.py || status=$$?; \
+	echo "=== Browser test, page by page (screenshots in $(BUILD_DIR)/screenshots/) ==="; \
+	cat $(BUILD_DIR)/browser-report.txt 2>/dev/null || true; exit $$status
 
 zip: $(STAMP)
 	@test -f $(BUILD_DIR)/html/index.html || $(MAKE) --no-print-directory book

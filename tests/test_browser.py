@@ -52,6 +52,7 @@ import course_notebooks as cn  # noqa: E402
 
 HTML_DIR = ROOT / "_build" / "html"
 SHOTS_DIR = ROOT / "_build" / "screenshots"
+REPORT = ROOT / "_build" / "browser-report.txt"  # one line per page; `make test-browser` prints it
 REQUIRED = os.environ.get("COURSE_REQUIRE_BROWSER") == "1"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 VIEWPORT = {"width": 1280, "height": 900}
@@ -130,8 +131,15 @@ class _Server:
         return status
 
 
+def _report(line: str) -> None:
+    with open(REPORT, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
 @pytest.fixture(scope="module")
 def server():
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("")
     if not PAGES:
         _skip(f"no built book in {HTML_DIR.relative_to(ROOT)}: run `make book` or `make test` first")
     srv = _Server(HTML_DIR)
@@ -600,7 +608,7 @@ def test_page(visit):
     if v.redirect:  # the page it forwards to is checked as a page of its own
         assert (HTML_DIR / v.redirect).is_file(), f"{v.rel} forwards to a missing page {v.redirect}"
         problems = check_loading(v)
-        print(f"\n{v.rel}: forwards to {v.redirect}")
+        _report(f"{'FAIL' if problems else 'PASS'} {v.rel}: forwards to {v.redirect}")
         assert not problems, f"{v.rel}:\n  " + "\n  ".join(problems)
         return
     html = (HTML_DIR / v.rel).read_text(encoding="utf-8")
@@ -621,7 +629,11 @@ def test_page(visit):
     )
     problems += check_code_width(v)  # opens every folded cell, so it runs after the others
     problems += check_loading(v)
-    print(f"\n{v.rel}: " + "; ".join(f"{k}: {r}" for k, r in results.items()))
+    results["code width"] = "ok" if not any(p.startswith(("code", "output")) for p in problems) else "FAILED"
+    verdict = "FAIL" if problems else "PASS"
+    _report(f"{verdict} {v.rel}: " + "; ".join(f"{k}: {r}" for k, r in results.items()))
+    for problem in problems:
+        _report(f"     - {problem}")
     assert not problems, f"{v.rel}:\n  " + "\n  ".join(problems)
 
 
