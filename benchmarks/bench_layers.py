@@ -56,7 +56,9 @@ def main() -> None:
             t_ref = _time(reference, x, backward, min_run_time)
             t_ours = _time(ours, x, backward, min_run_time)
             label = "fwd+bwd" if backward else "forward"
-            print(f"{name:<22}{str(tuple(shape)):<20}{label:<10}{t_ref * 1e3:>10.3f}{t_ours * 1e3:>12.3f}{t_ours / t_ref:>8.2f}")
+            print(
+                f"{name:<22}{str(tuple(shape)):<20}{label:<10}{t_ref * 1e3:>10.3f}{t_ours * 1e3:>12.3f}{t_ours / t_ref:>8.2f}"
+            )
 
 
 if __name__ == "__main__":

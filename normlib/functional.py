@@ -55,7 +55,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _check_floating(x: Tensor, where: str) -> None:
     if not x.is_floating_point():
         # PyTorch's type for this (its kernels are "not implemented" for integer dtypes).
-        raise NotImplementedError(f'"{where}" not implemented for {x.dtype}: normalization needs a floating-point input')
+        raise NotImplementedError(
+            f'"{where}" not implemented for {x.dtype}: normalization needs a floating-point input'
+        )
 
 
 def _as_dims(dims: Dims, ndim: int) -> Tuple[int, ...]:
@@ -258,7 +260,9 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
         shape = _channel_shape(x)
-        y, mean, var = normalize(x, norm_dims("bn", x.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape))
+        y, mean, var = normalize(
+            x, norm_dims("bn", x.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape)
+        )
         return y, mean.flatten(), var.flatten()
 
     @staticmethod
@@ -278,7 +282,9 @@ class BatchNormFunction(torch.autograd.Function):
         # create_graph=True, autograd also sees how they depend on x, and second derivatives are exact.
         xc, mean, var = _moments(x, dims)
         inv_std = torch.rsqrt(var + ctx.eps)
-        grad_input, grad_weight, grad_bias = batch_norm_backward(grad_output, (xc - mean) * inv_std, inv_std, weight, dims)
+        grad_input, grad_weight, grad_bias = batch_norm_backward(
+            grad_output, (xc - mean) * inv_std, inv_std, weight, dims
+        )
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         grad_bias = None if ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
@@ -367,9 +373,11 @@ def _as_shape(normalized_shape) -> Tuple[int, ...]:
     return tuple(int(s) for s in normalized_shape)
 
 
-def _check_trailing_shape(input: Tensor, shape: Tuple[int, ...], weight: Optional[Tensor], bias: Optional[Tensor]) -> None:
+def _check_trailing_shape(
+    input: Tensor, shape: Tuple[int, ...], weight: Optional[Tensor], bias: Optional[Tensor]
+) -> None:
     k = len(shape)
-    if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k:]) != shape:
+    if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k :]) != shape:
         expected = ", ".join(str(s) for s in shape)
         raise RuntimeError(
             f"Given normalized_shape={list(shape)}, expected input with shape [*, {expected}], "
@@ -465,7 +473,11 @@ def group_norm(
     # gamma/beta are per channel: in the grouped view, channel c sits at (c // (C/G), c % (C/G)).
     per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)
     y, _, _ = normalize(
-        grouped, norm_dims("gn", input.dim()), eps, weight=_reshape(weight, per_channel), bias=_reshape(bias, per_channel)
+        grouped,
+        norm_dims("gn", input.dim()),
+        eps,
+        weight=_reshape(weight, per_channel),
+        bias=_reshape(bias, per_channel),
     )
     return y.reshape(input.shape)
 
@@ -510,7 +522,12 @@ def instance_norm(
             # Each instance updates its own copy of the running stats; the copies are averaged.
             values_per_stat = math.prod(input.shape[2:])
             _update_running_stats(
-                running_mean, running_var, mean.mean(dim=0).flatten(), var.mean(dim=0).flatten(), values_per_stat, momentum
+                running_mean,
+                running_var,
+                mean.mean(dim=0).flatten(),
+                var.mean(dim=0).flatten(),
+                values_per_stat,
+                momentum,
             )
         return y
 

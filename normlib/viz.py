@@ -18,6 +18,7 @@ the same look, on every page:
 Only matplotlib and numpy are imported here; ipywidgets is imported lazily inside
 :func:`explorer`, so ``import normlib.viz`` stays cheap.
 """
+
 from __future__ import annotations
 
 import base64
@@ -75,10 +76,21 @@ METHOD_LABELS = {
 }
 
 _ALIASES = {
-    "batchnorm": "bn", "batch": "bn", "layernorm": "ln", "layer": "ln",
-    "instancenorm": "in", "instance": "in", "groupnorm": "gn", "group": "gn",
-    "rmsnorm": "rms", "weightnorm": "wn", "switchablenorm": "sn", "batchrenorm": "brn",
-    "brenorm": "brn", "plain": "none", "baseline": "none",
+    "batchnorm": "bn",
+    "batch": "bn",
+    "layernorm": "ln",
+    "layer": "ln",
+    "instancenorm": "in",
+    "instance": "in",
+    "groupnorm": "gn",
+    "group": "gn",
+    "rmsnorm": "rms",
+    "weightnorm": "wn",
+    "switchablenorm": "sn",
+    "batchrenorm": "brn",
+    "brenorm": "brn",
+    "plain": "none",
+    "baseline": "none",
 }
 
 
@@ -302,14 +314,16 @@ def draw_norm_axes(
     ax.add_collection(PolyCollection(polys, facecolors=faces, edgecolors="0.35", linewidths=0.6))
 
     # Axis labels along three edges of the box.
-    ax.annotate("", xy=(N, -0.35), xytext=(0, -0.35),
-                arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
+    ax.annotate("", xy=(N, -0.35), xytext=(0, -0.35), arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
     ax.text(N / 2, -0.6, "N", ha="center", va="top")
-    ax.annotate("", xy=(-0.35, HW), xytext=(-0.35, 0),
-                arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
+    ax.annotate("", xy=(-0.35, HW), xytext=(-0.35, 0), arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
     ax.text(-0.6, HW / 2, "H·W", ha="right", va="center", rotation=90)
-    ax.annotate("", xy=(C * dx - 0.3, HW + C * dy + 0.25), xytext=(-0.3, HW + 0.25),
-                arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
+    ax.annotate(
+        "",
+        xy=(C * dx - 0.3, HW + C * dy + 0.25),
+        xytext=(-0.3, HW + 0.25),
+        arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8),
+    )
     ax.text(C * dx / 2 - 0.55, HW + C * dy / 2 + 0.45, "C", ha="right", va="bottom")
 
     if title is None:
@@ -337,8 +351,12 @@ def figure_to_png(fig, dpi: int | None = None) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi or matplotlib.rcParams["savefig.dpi"],
-                metadata={"Description": figure_description(fig)})
+    fig.savefig(
+        buffer,
+        format="png",
+        dpi=dpi or matplotlib.rcParams["savefig.dpi"],
+        metadata={"Description": figure_description(fig)},
+    )
     plt.close(fig)
     return buffer.getvalue()
 
@@ -494,8 +512,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str |
     if len(align) != len(header):
         raise ValueError("align needs one letter per column")
     rule = {"l": ":--", "c": ":-:", "r": "--:"}
-    lines = ["| " + " | ".join(str(h) for h in header) + " |",
-             "|" + "|".join(rule[a] for a in align) + "|"]
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
     for row in rows:
         if len(row) != len(header):
             raise ValueError(f"row {row!r} has {len(row)} cells, header has {len(header)}")

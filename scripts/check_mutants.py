@@ -15,6 +15,7 @@ listed), so a pre-existing failure cannot "kill" a mutant.
 
 Exit status: 0 if every mutant was killed, 1 if any survived, 2 on a setup error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,103 +36,136 @@ MUTANTS = {
     "unbiased_forward": (
         "normalize with the UNBIASED variance in the forward pass (running_var kept correct)",
         [
-            ("functional.py",
-             "var = (x - mean).square().mean(dim=dims, keepdim=True)",
-             "var = (x - mean).square().sum(dim=dims, keepdim=True) / max(x.numel() // mean.numel() - 1, 1)"),
+            (
+                "functional.py",
+                "var = (x - mean).square().mean(dim=dims, keepdim=True)",
+                "var = (x - mean).square().sum(dim=dims, keepdim=True) / max(x.numel() // mean.numel() - 1, 1)",
+            ),
             # the batch variance is now already unbiased: store it as is, so only the forward is wrong
-            ("functional.py",
-             "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
-             "unbiased = batch_var"),
+            (
+                "functional.py",
+                "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
+                "unbiased = batch_var",
+            ),
         ],
     ),
     "keras_momentum": (
         "Keras's momentum convention: running = m * running + (1 - m) * batch",
         [
-            ("functional.py",
-             "running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)",
-             "running_mean.mul_(momentum).add_(batch_mean.to(running_mean.dtype), alpha=1 - momentum)"),
-            ("functional.py",
-             "running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)",
-             "running_var.mul_(momentum).add_(unbiased.to(running_var.dtype), alpha=1 - momentum)"),
+            (
+                "functional.py",
+                "running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)",
+                "running_mean.mul_(momentum).add_(batch_mean.to(running_mean.dtype), alpha=1 - momentum)",
+            ),
+            (
+                "functional.py",
+                "running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)",
+                "running_var.mul_(momentum).add_(unbiased.to(running_var.dtype), alpha=1 - momentum)",
+            ),
         ],
     ),
     "biased_running_var": (
         "running_var updated with the BIASED batch variance",
         [
-            ("functional.py",
-             "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
-             "unbiased = batch_var"),
+            (
+                "functional.py",
+                "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
+                "unbiased = batch_var",
+            ),
         ],
     ),
     "strided_groups": (
         "GroupNorm groups strided (channel c in group c % G) instead of consecutive",
         [
-            ("functional.py",
-             "grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])",
-             "grouped = input.reshape(batch, channels // num_groups, num_groups, *input.shape[2:]).transpose(1, 2)"),
-            ("functional.py",
-             "per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)",
-             "per_channel = (1, channels // num_groups, num_groups) + (1,) * (input.dim() - 2)"),
-            ("functional.py",
-             "    return y.reshape(input.shape)",
-             "    return y.transpose(1, 2).reshape(input.shape)"),
+            (
+                "functional.py",
+                "grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])",
+                "grouped = input.reshape(batch, channels // num_groups, num_groups, *input.shape[2:]).transpose(1, 2)",
+            ),
+            (
+                "functional.py",
+                "per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)",
+                "per_channel = (1, channels // num_groups, num_groups) + (1,) * (input.dim() - 2)",
+            ),
+            ("functional.py", "    return y.reshape(input.shape)", "    return y.transpose(1, 2).reshape(input.shape)"),
         ],
     ),
     # A few more classic mistakes the course warns about.
     "momentum_none_ignored": (
         "momentum=None treated as 0.1 instead of a cumulative average",
         [
-            ("batchnorm.py",
-             "average_factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum",
-             "average_factor = 0.1 if self.momentum is None else self.momentum"),
+            (
+                "batchnorm.py",
+                "average_factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum",
+                "average_factor = 0.1 if self.momentum is None else self.momentum",
+            ),
         ],
     ),
     "eval_uses_batch_stats": (
         "BatchNorm in eval normalizes with the batch statistics (forgotten eval path)",
         [
-            ("batchnorm.py",
-             "use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)",
-             "use_batch_stats = True"),
+            (
+                "batchnorm.py",
+                "use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)",
+                "use_batch_stats = True",
+            ),
         ],
     ),
     "half_accumulates_in_half": (
         "float16/bfloat16 statistics accumulated in half precision",
         [
-            ("functional.py",
-             "    if dtype in (torch.float16, torch.bfloat16):\n        return torch.float32\n",
-             "    if dtype in (torch.float16, torch.bfloat16):\n        return dtype\n"),
+            (
+                "functional.py",
+                "    if dtype in (torch.float16, torch.bfloat16):\n        return torch.float32\n",
+                "    if dtype in (torch.float16, torch.bfloat16):\n        return dtype\n",
+            ),
         ],
     ),
     "rms_eps_of_input_dtype": (
         "RMSNorm eps=None uses the input dtype's epsilon (bf16: 0.0078) instead of float32's",
         [
-            ("functional.py",
-             "eps = torch.finfo(_compute_dtype(input.dtype)).eps",
-             "eps = torch.finfo(input.dtype).eps"),
+            (
+                "functional.py",
+                "eps = torch.finfo(_compute_dtype(input.dtype)).eps",
+                "eps = torch.finfo(input.dtype).eps",
+            ),
         ],
     ),
     "calls_F_layer_norm": (
         "layer_norm delegates to torch.nn.functional.layer_norm (numbers stay right; the rule is broken)",
         [
-            ("functional.py",
-             "    return normalize(input, dims, eps, weight=weight, bias=bias)[0]\n",
-             "    return torch.nn.functional.layer_norm(input, shape, weight, bias, eps)\n"),
+            (
+                "functional.py",
+                "    return normalize(input, dims, eps, weight=weight, bias=bias)[0]\n",
+                "    return torch.nn.functional.layer_norm(input, shape, weight, bias, eps)\n",
+            ),
         ],
     ),
     "calls_aten_batch_norm": (
         "eval-mode batch_norm calls torch.ops.aten.native_batch_norm (bypasses every Python name)",
         [
-            ("functional.py",
-             "        raise RuntimeError(\"running_mean must be defined in evaluation mode (and running_var too)\")\n",
-             "        raise RuntimeError(\"running_mean must be defined in evaluation mode (and running_var too)\")\n"
-             "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n"),
+            (
+                "functional.py",
+                '        raise RuntimeError("running_mean must be defined in evaluation mode (and running_var too)")\n',
+                '        raise RuntimeError("running_mean must be defined in evaluation mode (and running_var too)")\n'
+                "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n",
+            ),
         ],
     ),
 }
 
-DEFAULT = ["unbiased_forward", "keras_momentum", "biased_running_var", "strided_groups",
-           "momentum_none_ignored", "eval_uses_batch_stats", "half_accumulates_in_half", "rms_eps_of_input_dtype",
-           "calls_F_layer_norm", "calls_aten_batch_norm"]
+DEFAULT = [
+    "unbiased_forward",
+    "keras_momentum",
+    "biased_running_var",
+    "strided_groups",
+    "momentum_none_ignored",
+    "eval_uses_batch_stats",
+    "half_accumulates_in_half",
+    "rms_eps_of_input_dtype",
+    "calls_F_layer_norm",
+    "calls_aten_batch_norm",
+]
 
 
 class PatternNotFound(Exception):
@@ -162,8 +196,20 @@ def run_suite(pkg_parent: pathlib.Path, extra_args, quiet=True):
     env.pop("PYTEST_ADDOPTS", None)
     # cwd = pkg_parent: `python -m pytest` puts the cwd on sys.path; it must not be the repo root,
     # whose normlib/ would shadow the mutant.
-    cmd = [sys.executable, "-m", "pytest", str(TESTS), "-rfE", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
-           "-c", str(ROOT / "pyproject.toml"), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(TESTS),
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(ROOT),
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        *extra_args,
+    ]
     proc = subprocess.run(cmd, cwd=pkg_parent, env=env, capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -181,8 +227,13 @@ def failed_ids(output: str):
 def imported_from(pkg_parent: pathlib.Path) -> str:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(pkg_parent)
-    out = subprocess.run([sys.executable, "-c", "import normlib; print(normlib.__file__)"], cwd=pkg_parent,
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import normlib; print(normlib.__file__)"],
+        cwd=pkg_parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip() or out.stderr.strip()
 
 
@@ -190,8 +241,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mutants", nargs="*", help="names to run (default: all)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
-    ap.add_argument("--count", action="store_true",
-                    help="run each mutant to the end (no -x) and report how many tests kill it (slower)")
+    ap.add_argument(
+        "--count",
+        action="store_true",
+        help="run each mutant to the end (no -x) and report how many tests kill it (slower)",
+    )
     args = ap.parse_args(argv)
     if args.list:
         for n in DEFAULT:

@@ -1,4 +1,5 @@
 """normlib.viz: the book's colours, the N x C x (H.W) partition and the explorer control."""
+
 import re
 import sys
 
@@ -11,7 +12,7 @@ import torch  # noqa: E402
 
 import normlib  # noqa: E402
 from normlib import viz  # noqa: E402
-from normlib.functional import normalize, norm_dims  # noqa: E402
+from normlib.functional import norm_dims, normalize  # noqa: E402
 
 
 def test_one_distinct_colour_and_label_per_method():
@@ -26,7 +27,9 @@ def test_one_distinct_colour_and_label_per_method():
         viz.color("dropout")
 
 
-@pytest.mark.parametrize("method, groups", [("bn", 1), ("ln", 1), ("in", 1), ("gn", 2), ("gn", 3), ("gn", 1), ("gn", 6)])
+@pytest.mark.parametrize(
+    "method, groups", [("bn", 1), ("ln", 1), ("in", 1), ("gn", 2), ("gn", 3), ("gn", 1), ("gn", 6)]
+)
 def test_statistic_ids_match_the_sets_normalize_uses(method, groups):
     """Two cells of the picture share an id exactly when normalize gives them one mean."""
     shape = (4, 6, 5)
@@ -108,8 +111,11 @@ def test_explorer_links_slider_to_stack_in_the_browser():
     from ipywidgets.widgets.widget import _instances as live  # every widget alive in this kernel
     from ipywidgets.widgets.widget_link import Link
 
-    links = [w for w in live.values() if isinstance(w, Link)
-             and w.source == (slider, "index") and w.target == (stack, "selected_index")]
+    links = [
+        w
+        for w in live.values()
+        if isinstance(w, Link) and w.source == (slider, "index") and w.target == (stack, "selected_index")
+    ]
     assert len(links) == 1
     assert not plt.get_fignums(), "explorer must close the figures it rendered"
 
