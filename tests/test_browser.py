@@ -107,6 +107,7 @@ class _Server:
     """_build/html on 127.0.0.1; remembers the status of every path it answered."""
 
     def __init__(self, directory: Path):
+        self.directory = directory
         self.status: dict[str, int] = {}
         self.lock = threading.Lock()
         server = self
@@ -155,7 +156,7 @@ def _chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -210,7 +211,9 @@ def _open(browser, server, rel: str) -> Visit:
     server.take_status()
     url = server.base + rel
     refresh = re.search(
-        r'<meta http-equiv="refresh" content="\d+;\s*url=([^"]+)"', (HTML_DIR / rel).read_text(encoding="utf-8"), re.I
+        r'<meta http-equiv="refresh" content="\d+;\s*url=([^"]+)"',
+        (server.directory / rel).read_text(encoding="utf-8"),
+        re.I,
     )
     redirect = refresh.group(1) if refresh else None
     page.goto(url, wait_until="load", timeout=60_000)
@@ -648,7 +651,7 @@ def test_every_listed_notebook_has_a_page():
     assert not missing, f"chapter notebooks without a page (add them to _toc.yml): {missing}"
 
 
-def test_screenshots_exist_for_every_page(browser):
+def test_screenshots_exist_for_every_page(browser, server):
     """Runs after the page tests (pytest keeps file order): each page left its screenshot."""
     shots = {p.name for p in SHOTS_DIR.glob("*.png")}
     missing = [p for p in PAGES if (p.removesuffix(".html").replace("/", "__") + ".png") not in shots]
@@ -664,3 +667,64 @@ def test_local_server_reports_missing_files(server):
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(server.base + "no-such-file-" + hashlib.sha1(b"x").hexdigest()[:8] + ".js")
     assert any(code == 404 for code in server.take_status().values())
+
+
+def test_the_checks_can_fail(browser, tmp_path):
+    """A page with one fault of each kind: every check must report its fault. The page also
+    holds a working jshtml animation (normlib.viz's fallback slider), which must pass."""
+    import base64
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from normlib import viz
+
+    frames = []
+    for i in range(3):
+        fig, ax = plt.subplots(figsize=(1.6, 1.2))
+        ax.plot([0, 1], [0, i])
+        ax.set_title(f"frame {i}")
+        frames.append(viz.figure_to_png(fig))
+    animation = viz._animation_html(frames, alt="three frames").data
+    png = base64.b64encode(frames[0]).decode()
+    (tmp_path / "faults.html").write_text(
+        f"""<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><main>
+<div class="cell"><div class="cell_output"><pre>UserWarning: something odd</pre></div></div>
+<div class="cell"><div class="cell_output"><pre>Traceback (most recent call last):
+  File "x.py", line 1</pre></div></div>
+<div class="cell"><div class="cell_input"><pre style="width: 300px">{"x = 1  # " + "long " * 40}</pre></div></div>
+<img src="data:image/png;base64,{png}">
+<img src="missing.png" alt="a figure that is not there">
+<img src="https://example.org/remote.png" alt="a remote figure">
+<span class="math">\\(x^2\\)</span>
+<p>Raw TeX: $$ x^2 $$</p>
+<script>undefined_function();</script>
+{animation}
+</main></body></html>""",
+        encoding="utf-8",
+    )
+    srv = _Server(tmp_path)
+    try:
+        v = _open(browser, srv, "faults.html")
+        found = {
+            "images": check_images(v),
+            "math": check_math(v),
+            "outputs": check_outputs(v),
+            "code width": check_code_width(v),
+            "loading": check_loading(v),
+        }
+        animation_problems, animations = check_animations(v)
+        v.page.context.close()
+    finally:
+        srv.httpd.shutdown()
+    text = {name: "\n".join(problems) for name, problems in found.items()}
+    assert "has no alt text" in text["images"] and "did not load" in text["images"], text["images"]
+    assert "not typeset" in text["math"] and "raw TeX" in text["math"], text["math"]
+    assert "a warning" in text["outputs"] and "a traceback" in text["outputs"], text["outputs"]
+    assert "wider than its" in text["code width"], text["code width"]
+    assert "JavaScript: uncaught" in text["loading"], text["loading"]
+    assert "offline: request to https://example.org/remote.png" in text["loading"], text["loading"]
+    assert "missing: /missing.png (HTTP 404)" in text["loading"], text["loading"]
+    assert animations == 1 and animation_problems == [], animation_problems
