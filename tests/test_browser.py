@@ -24,6 +24,9 @@ reader without network access. For each page:
   notebook exists;
 * **screenshot**: the page as loaded (cells folded) is saved to _build/screenshots/.
 
+Two more tests: a synthetic page with one fault of each kind, which every check must catch
+(and a jshtml animation, which must pass), and `make zip`'s offline copy opened from disk.
+
 Without Chromium or Playwright, or without a built book, the tests skip and say why; with
 COURSE_REQUIRE_BROWSER=1 (set by .ci/run, which installs Chromium first) a skip is a failure.
 """
@@ -728,3 +731,36 @@ def test_the_checks_can_fail(browser, tmp_path):
     assert "offline: request to https://example.org/remote.png" in text["loading"], text["loading"]
     assert "missing: /missing.png (HTTP 404)" in text["loading"], text["loading"]
     assert animations == 1 and animation_problems == [], animation_problems
+
+
+def test_offline_zip_opens_from_disk(browser, server, tmp_path):
+    """`make zip`'s copy, unzipped and opened from disk (file://, no server, no network):
+    a chapter's math is typeset, its slider is drawn and its images load."""
+    import subprocess
+    import zipfile
+
+    archive = tmp_path / "book.zip"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_zip.py"), str(HTML_DIR), str(archive)], check=True)
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path / "unzipped")
+    chapters = [p for p in PAGES if p.startswith("chapters/")] or ["intro.html"]
+    page_path = tmp_path / "unzipped" / "normalization-course" / chapters[0]
+    context = browser.new_context(viewport=VIEWPORT)
+    context.route("http*://**", lambda route: route.abort())  # nothing from the network
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(page_path.as_uri(), wait_until="load")
+    page.evaluate(WAIT_FOR_RENDERING_JS)
+    state = page.evaluate(
+        """() => ({math: document.querySelectorAll('.math').length,
+                   typeset: Array.from(document.querySelectorAll('.math'))
+                     .filter(n => n.querySelector('mjx-container')).length,
+                   views: document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length,
+                   widgets: document.querySelectorAll('.jupyter-widgets').length,
+                   broken: Array.from(document.images).filter(i => !i.naturalWidth).length})"""
+    )
+    context.close()
+    assert not errors, errors
+    assert state["typeset"] == state["math"] > 0, state
+    assert state["widgets"] >= state["views"] and state["broken"] == 0, state
