@@ -1,18 +1,20 @@
 # Build and test the course. Everything runs inside $(VENV), created from the pinned
 # requirements.txt (which ends with `-e .`, so pip must run from the repository root).
 #   make book       execute every notebook and build the HTML book (strict): the reader's command
-#   make test       lint, unit tests, every notebook executed once (fresh environment), the strict
-#                   book build from those outputs, the browser test of every page, a time report
+#   make test       lint, unit tests, nbval executing every notebook once (fresh environment), the
+#                   strict book build from those outputs, the browser test of every page, a time
+#                   report
 #   make zip        an offline copy of the built HTML: _build/normalization-course-html.zip
 #   make format     apply ruff's formatting and safe fixes (make lint only checks)
 #   make clean      remove build outputs (keeps the venv; `make distclean` removes it too)
 #
 # Which notebooks are executed (and which are instructor-only) is listed in ONE place:
-# scripts/course_notebooks.py. Each is executed once per `make test`, by tests/test_notebooks.py,
-# in a fresh virtual environment without normlib (its set-up cell installs it, as in Colab); the
-# outputs go into the book's jupyter-cache (_build/.jupyter_cache, `execute_notebooks: cache` in
-# _config.yml), so the strict build renders them instead of executing again. `make book` empties
-# that cache first, so it executes every notebook itself.
+# scripts/course_notebooks.py. nbval executes each of them once per `make test`, in a fresh
+# virtual environment without normlib (its set-up cell installs it, as in Colab), and hands its
+# outputs to the book: the nbval plugin tests/nbval_course.py stores them in the book's
+# jupyter-cache (_build/.jupyter_cache, `execute_notebooks: cache` in _config.yml), so the strict
+# build renders them instead of executing again. `make book` empties that cache first, so it
+# executes every notebook itself.
 
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
@@ -66,14 +68,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Unit tests, including the notebook executor's own (tests/test_nbval_course.py, marked
+# `notebooks`: it runs two small notebooks through the plugin; `-m "not notebooks"` skips it).
 test-unit: $(STAMP)
-	$(PYTEST) -q -n $(NB_WORKERS) -m "not notebooks and not browser" tests/
+	$(PYTEST) -q -n $(NB_WORKERS) -m "not browser" tests/
 
-# The one execution of every listed notebook (see the top of this file). A fresh cache holds
-# exactly this run's outputs.
+# The one execution of every listed notebook (see the top of this file): nbval, one kernel per
+# notebook, NB_WORKERS notebooks at a time (--dist loadfile keeps a notebook's cells together).
+# A fresh cache holds exactly this run's outputs.
 test-notebooks: $(STAMP)
 	rm -rf $(BUILD_DIR)/.jupyter_cache $(BUILD_DIR)/notebook-times
-	$(PYTEST) -q -n $(NB_WORKERS) -m notebooks tests/test_notebooks.py
+	@notebooks="$$($(VENV)/bin/python scripts/course_notebooks.py --paths)"; \
+	if [ -z "$$notebooks" ]; then echo "No course notebooks (scripts/course_notebooks.py)"; exit 0; fi; \
+	echo "nbval: $$(echo $$notebooks | wc -w) notebook(s), each in a fresh environment"; \
+	$(PYTEST) -q --nbval-lax -p nbval_course -n $(NB_WORKERS) --dist loadfile $$notebooks
 
 # The strict build from the cache that test-notebooks filled; a notebook missing from it (not
 # listed in scripts/course_notebooks.py) is executed here, and the report names it.

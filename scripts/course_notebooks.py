@@ -1,7 +1,7 @@
 """The one list of the course's notebooks, and the one form of their set-up cell.
 
-Everything that walks over notebooks imports this module: `make test` (which executes each
-listed notebook once, in a fresh environment, see tests/test_notebooks.py), the repository
+Everything that walks over notebooks imports this module: `make test` (where nbval executes each
+listed notebook once, in a fresh environment, see tests/nbval_course.py), the repository
 checks (tests/test_repo.py), the browser test and scripts/sync_setup_cells.py.
 
 * ``INCLUDE`` / ``EXCLUDE``: the notebooks a reader or a student runs. They are executed by
@@ -13,7 +13,8 @@ checks (tests/test_repo.py), the browser test and scripts/sync_setup_cells.py.
   also installs otter-grader when it is missing.
 
 Work that adds a new kind of notebook (e.g. the graded exercises) extends these patterns here,
-and nowhere else. ``python scripts/course_notebooks.py`` prints the list with each kind.
+and nowhere else. ``python scripts/course_notebooks.py`` prints the list with each kind
+(``--paths``: the paths alone, which `make test-notebooks` hands to nbval).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ EXCLUDE = (
 STUDENT = ("exercises/**",)
 
 # The variable a set-up cell reads for where to install normlib from; the default is
-# `git+<repository.url>` from _config.yml. tests/test_notebooks.py points it at a wheel built
+# `git+<repository.url>` from _config.yml. tests/nbval_course.py points it at a wheel built
 # from the local checkout; a fork or a mirror can point it anywhere pip understands.
 SOURCE_VARIABLE = "NORMLIB_INSTALL_SOURCE"
 # Notebook code lines stay within this width (the page cuts longer ones; ruff checks it).
@@ -178,9 +179,10 @@ def replace_setup_block(source: str, block: str) -> str:
     return block + ("\n" + rest if rest else "")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    paths_only = "--paths" in (sys.argv[1:] if argv is None else argv)  # for the Makefile
     for path in course_notebooks():
-        print(f"{kind(path):8} {relative(path)}")
+        print(relative(path) if paths_only else f"{kind(path):8} {relative(path)}")
     return 0
 
 

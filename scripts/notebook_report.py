@@ -3,10 +3,10 @@
 
     .venv/bin/python scripts/notebook_report.py [--started EPOCH_SECONDS]
 
-Reads the times that tests/test_notebooks.py wrote to _build/notebook-times/ (one execution
-per notebook, in a fresh environment, set-up cell and pip install included) and the log of the
-book build that followed (_build/book-build.log), which names any notebook the build had to
-execute itself because it was not in the cache. A notebook over its budget (90 s on 2 CPU
+Reads the times that nbval's run wrote to _build/notebook-times/ (tests/nbval_course.py: one
+execution per notebook, in a fresh environment, kernel start, set-up cell and pip install
+included) and the log of the book build that followed (_build/book-build.log), which names any
+notebook the build had to execute itself because it was not in the cache. A notebook over its budget (90 s on 2 CPU
 cores, CONTRIBUTING.md) is marked; this is a report, never a failure: times depend on the
 machine and its load. With --started, the wall time of the whole run is printed too.
 """
