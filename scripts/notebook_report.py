@@ -8,7 +8,8 @@ execution per notebook, in a fresh environment, kernel start, set-up cell and pi
 included) and the log of the book build that followed (_build/book-build.log), which names any
 notebook the build had to execute itself because it was not in the cache. A notebook over its budget (90 s on 2 CPU
 cores, CONTRIBUTING.md) is marked; this is a report, never a failure: times depend on the
-machine and its load. With --started, the wall time of the whole run is printed too.
+machine and its load. With --started, only what this run wrote is read, and the wall time of the
+whole run is printed too.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     records = []
     for path in sorted((args.build_dir / "notebook-times").glob("*.json")):
+        if args.started and path.stat().st_mtime < args.started:
+            continue  # from an earlier run (this one stopped before the notebooks)
         try:
             records.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):
@@ -62,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {over} notebook(s) over the {BUDGET_SECONDS:.0f} s budget (a report, not a failure)")
 
     log = args.build_dir / "book-build.log"
-    if log.exists():
+    if log.exists() and args.started and log.stat().st_mtime < args.started:
+        print("Book build: not run (an earlier step failed)")
+    elif log.exists():
         text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
         executed = re.findall(r"^(\S+\.ipynb): Executed notebook in ([0-9.]+) seconds", text, flags=re.M)
         cached = re.findall(r"^(\S+\.ipynb): Using cached notebook", text, flags=re.M)

@@ -325,7 +325,7 @@ class CourseCell(IPyNbCell):
             for line in cell.source.splitlines()
             if line.startswith("#")
         ]
-        where = f"{self.parent.rel}: code cell {self.cell_num + 1} of {len(code)}"
+        where = f"code cell {self.cell_num + 1} of {len(code)}"
         if headings:
             where += f", under {headings[-1]!r}"
         return f"{where}\n{report}"
