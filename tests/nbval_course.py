@@ -43,6 +43,7 @@ import os
 import re
 import time
 from pathlib import Path
+from queue import Empty
 
 import pytest
 from nbval.kernel import RunningKernel
@@ -54,6 +55,7 @@ from fresh_env import ROOT, cn
 PIP_NOTE = "Note: you may need to restart the kernel to use updated packages."
 ITEM_NAME = "install check and book cache"
 PROBE = "import normlib\nprint(normlib.__file__)"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SHARED = pytest.StashKey()
 
 
@@ -174,6 +176,10 @@ class Reconstruction:
 # --------------------------------------------------------------------------- the kernel
 
 
+class KernelDied(RuntimeError):
+    """The kernel process ended while a cell was running."""
+
+
 class FreshKernel(RunningKernel):
     """nbval's RunningKernel, started from a given KernelManager (the fresh environment's
     interpreter) with an environment, and reporting each execute request and each iopub message
@@ -207,6 +213,22 @@ class FreshKernel(RunningKernel):
         msg_id = super().execute_cell_input(cell_input, allow_stdin=allow_stdin)
         self._on_execute(msg_id)
         return msg_id
+
+    def await_reply(self, msg_id, timeout=None):
+        """nbval's wait for a cell's reply, which would sit out the whole cell timeout after the
+        kernel died (a crash, the OOM killer): here the kernel is looked at every second."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            try:
+                return super().await_reply(msg_id, timeout=step)
+            except Empty:
+                if not self.is_alive():
+                    self._log.flush()
+                    tail = self.log_path.read_text(errors="replace")[-3000:]
+                    raise KernelDied(f"The kernel died while running this cell. Its log ({self.log_path}):\n{tail}")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def _shell_request(self, msg_id: str, timeout: float) -> dict:
         while True:
@@ -328,13 +350,23 @@ class CourseCell(IPyNbCell):
         where = f"code cell {self.cell_num + 1} of {len(code)}"
         if headings:
             where += f", under {headings[-1]!r}"
-        return f"{where}\n{report}"
+        # The summary line shows this first line: say what went wrong there, for an error the
+        # traceback's last line (e.g. "AssertionError: the check's message").
+        what = str(excinfo.value).splitlines()[0] if str(excinfo.value) else type(excinfo.value).__name__
+        inner = getattr(excinfo.value, "inner_traceback", None)
+        if what == "Cell execution caused an exception" and inner:
+            lines = [line.strip() for line in _ANSI.sub("", inner).splitlines() if line.strip()]
+            what = lines[-1] if lines else what
+        return f"{where}: {what}\n{report}"
 
     def runtest(self):
         notebook = self.parent
         notebook.current_cell = self.cell_num
         try:
             super().runtest()
+        except KernelDied as died:
+            notebook.failed_cells.append(self.cell_num)
+            self.raise_cell_error("The kernel died", str(died))
         except Exception:
             notebook.failed_cells.append(self.cell_num)
             raise

@@ -4,11 +4,11 @@
 * The message handling, fed by hand: outputs, display updates across cells, clear_output,
   widget state and output widgets come out as nbclient stores them; the cache bundle drops
   pip's note and nothing else.
-* The whole plugin on two small notebooks run as `make test-notebooks` runs the course's
+* The whole plugin on three small notebooks run as `make test-notebooks` runs the course's
   (nbval, two xdist workers, --dist loadfile): a widget, a display update, clear_output and an
   intended error (`raises-exception`) pass and reach the cache with their outputs and widget
   state; a failing assert fails the run, names its cell, and keeps that notebook out of the
-  cache; the time report has both.
+  cache; a kernel that dies is reported as such; the time report has them all.
 
 Marked `notebooks` where a kernel runs (`-m "not notebooks"` leaves them out for a quick run).
 """
@@ -222,6 +222,7 @@ GOOD = [
     "1 + 1",
 ]
 BROKEN = [cn.setup_block("chapter"), "x = 1", 'assert x == 2, "x should be 2 here"', 'print("after")']
+CRASH = ["import os\n\nos._exit(1)  # the kernel process ends", 'print("never")']
 
 
 def _write(path: Path, cells) -> None:
@@ -237,16 +238,17 @@ def _write(path: Path, cells) -> None:
 
 @pytest.fixture(scope="module")
 def plugin_run(tmp_path_factory):
-    """Two notebooks through the plugin, as `make test-notebooks` runs the course's."""
+    """Three notebooks through the plugin, as `make test-notebooks` runs the course's."""
     folder = tmp_path_factory.mktemp("plugin")
     _write(folder / "chapters" / "good.ipynb", GOOD)
     _write(folder / "chapters" / "broken.ipynb", BROKEN)
+    _write(folder / "chapters" / "crash.ipynb", CRASH)
     build = folder / "_build"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "NB_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(folder), "-c", os.devnull,
          "--nbval-lax", "-p", "nbval_course", "--course-build-dir", str(build), "-n", "2", "--dist", "loadfile",
-         "-rfEs", "chapters/good.ipynb", "chapters/broken.ipynb"],
+         "-rfEs", "--color=no", "chapters/good.ipynb", "chapters/broken.ipynb", "chapters/crash.ipynb"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     return folder, build, run
@@ -258,13 +260,18 @@ def test_plugin_fails_the_run_and_names_the_failing_cell(plugin_run):
     out = run.stdout + run.stderr
     assert run.returncode == 1, out
     assert "FAILED chapters/broken.ipynb::Cell 2" in out, out
-    assert "x should be 2 here" in out and "AssertionError" in out, out
+    # where the cell is, and the error, on the failure's first line
+    assert "code cell 3 of 4, under '# A synthetic notebook': AssertionError: x should be 2 here" in out, out
     assert "chapters/good.ipynb" not in " ".join(line for line in out.splitlines() if line.startswith("FAILED")), out
     # the hand-off item is skipped and says why
     assert "chapters/broken.ipynb: not stored in the book's cache: Cell 2 failed" in out, out
+    # a kernel that dies is reported at once as such (nbval alone waits out the cell timeout)
+    assert "FAILED chapters/crash.ipynb::Cell 0" in out, out
+    assert "code cell 1 of 2, under '# A synthetic notebook': The kernel died" in out, out
+    assert "Timeout" not in out, out
     # every other cell passes (nbval executes the cells after a failure too), and good.ipynb's hand-off
     passed = len(GOOD) + 1 + len(BROKEN) - 1
-    assert f"1 failed, {passed} passed, 1 skipped" in out, out
+    assert f"3 failed, {passed} passed, 2 skipped" in out, out
 
 
 @pytest.mark.notebooks
@@ -299,9 +306,9 @@ def test_plugin_hands_outputs_and_widget_state_to_the_books_cache(plugin_run):
 def test_plugin_records_each_notebooks_time(plugin_run):
     folder, build, run = plugin_run
     times = {r["notebook"]: r for r in (json.loads(p.read_text()) for p in (build / "notebook-times").glob("*.json"))}
-    assert set(times) == {"chapters/good.ipynb", "chapters/broken.ipynb"}, run.stdout
+    assert set(times) == {"chapters/good.ipynb", "chapters/broken.ipynb", "chapters/crash.ipynb"}, run.stdout
     good, broken = times["chapters/good.ipynb"], times["chapters/broken.ipynb"]
-    assert not good["failed"] and broken["failed"]
+    assert not good["failed"] and broken["failed"] and times["chapters/crash.ipynb"]["failed"]
     assert good["seconds"] > good["setup_seconds"] > 0 and good["threads"] == "1"
     report = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "notebook_report.py"), "--build-dir", str(build)],
