@@ -445,8 +445,9 @@ def bundle_for_the_book(source_nb, executed):
 
     The cache's key hashes the code cells' sources and metadata and the kernelspec, so the outputs
     are copied into the *source* notebook (the rebuilt one carries timing metadata in its cells).
-    pip's note in the set-up cell exists only where the cell installed normlib; a reader's local
-    build, where normlib is installed, shows nothing there. Anything else there must be kept."""
+    pip's note in the set-up cell ("you may need to restart the kernel") exists only where the
+    cell installed normlib; a reader's local build, where normlib is installed, has no such line,
+    so it is dropped. Everything else the set-up cell shows is kept."""
     bundle = copy.deepcopy(source_nb)
     for key in ("language_info", "widgets"):
         if key in executed.metadata:
@@ -455,18 +456,24 @@ def bundle_for_the_book(source_nb, executed):
     for mine, ran in zip(bundle.cells, executed.cells):
         if mine.cell_type != "code":
             continue
-        outputs = ran.outputs
-        if ran is setup_cell:
-            extra = [
-                o
-                for o in outputs
-                if not (o.get("output_type") == "stream" and o.get("text", "").strip() in ("", PIP_NOTE))
-            ]
-            if extra:
-                raise HandOffError(f"the set-up cell printed more than pip's note: {extra}")
-            outputs = []
+        outputs = _without_pips_note(ran.outputs) if ran is setup_cell else ran.outputs
         mine.outputs, mine.execution_count = outputs, ran.execution_count
     return bundle
+
+
+def _without_pips_note(outputs):
+    kept = []
+    for output in outputs:
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            lines = output.get("text", "").splitlines(keepends=True)
+            rest = "".join(line for line in lines if line.strip() != PIP_NOTE)
+            if len(rest) != len(output.get("text", "")):
+                if not rest.strip():
+                    continue
+                output = copy.deepcopy(output)
+                output["text"] = rest
+        kept.append(output)
+    return kept
 
 
 def _cache_for_the_book(notebook: CourseNotebook, executed, seconds: float) -> None:
