@@ -5,8 +5,7 @@
 nbval (0.11) runs every code cell of each notebook as a test item (`notebook.ipynb::Cell N`); a
 cell that raises fails with its traceback, except in a cell tagged `raises-exception`. The
 notebooks are stored without outputs, so `--nbval-lax` and `--nbval` both check only the
-notebooks' own asserts. This plugin changes three things around that run, and nothing in how
-nbval runs and judges a cell:
+notebooks' own asserts. This plugin adds three things around that run:
 
 * **Where the kernel runs.** Each notebook gets a new virtual environment without normlib
   (tests/fresh_env.py); its kernel is that environment's interpreter, started in the notebook's
@@ -28,6 +27,16 @@ nbval runs and judges a cell:
   and records the execution time for the report at the end of `make test`
   (scripts/notebook_report.py). A notebook with a failed cell is not cached (the item is
   skipped and says why): the build then executes it and fails there too.
+
+Two small changes to how nbval reports: a kernel that dies during a cell (a crash, the OOM
+killer) fails that cell at once with "The kernel died" and the kernel's log (nbval alone waits
+out the whole cell timeout, then calls it a timeout); and a failing cell's report starts with
+where it is ("code cell 12 of 36, under '### Heading'") and its error's last line.
+
+What nbval does as it always has: it sends each cell with ``store_history=False`` (so ``_``,
+``Out`` and the kernel's execution count do not advance; the counts in the cache are
+nbclient's) and ``stop_on_error=False`` (after a failing cell, the next cells still run and
+report their own results).
 
 ``--course-build-dir`` (default: the repository's _build) is where the cache
 (``.jupyter_cache``), the times (``notebook-times/``) and the fresh environments
@@ -126,15 +135,13 @@ class Reconstruction:
         # nbclient's output-widget mimic sends its state back to the kernel, as a frontend does.
         self.client.kc = kernel_client
         self.code_index = [i for i, cell in enumerate(self.nb.cells) if cell.cell_type == "code"]
-        self.started: set[int] = set()  # code cells sent to the kernel (nbval's cell numbers)
-        self.completed: set[int] = set()  # ... whose kernel went idle again
+        self.completed: set[int] = set()  # code cells (nbval's numbers) whose kernel went idle again
         self.errors: list[str] = []  # what went wrong in the message handling itself
         self._running: dict[str, tuple] = {}  # execute msg_id -> (cell number, index, cell, count)
 
     def start(self, msg_id: str, cell_num: int) -> None:
         index = self.code_index[cell_num]
         cell = self.nb.cells[index]
-        self.started.add(cell_num)
         if not cell.source.strip():  # nbclient does not send empty cells
             self.completed.add(cell_num)
             return
@@ -224,7 +231,6 @@ class FreshKernel(RunningKernel):
                 return super().await_reply(msg_id, timeout=step)
             except Empty:
                 if not self.is_alive():
-                    self._log.flush()
                     tail = self.log_path.read_text(errors="replace")[-3000:]
                     raise KernelDied(f"The kernel died while running this cell. Its log ({self.log_path}):\n{tail}")
                 if deadline is not None and time.monotonic() >= deadline:
@@ -327,7 +333,9 @@ class CourseNotebook(IPyNbFile):
         try:
             super().teardown()
         finally:
-            if hasattr(self, "started") and not self.recorded:  # stopped early (a failed start, -x)
+            # Stopped before the hand-off: a kernel that did not start, or -x after a failed cell.
+            # (A partial run, e.g. -k "Cell 3", is not recorded.)
+            if hasattr(self, "started") and not self.recorded and (self.kernel is None or self.failed_cells):
                 self.record(time.perf_counter() - self.started, failed=True)
 
 
@@ -398,6 +406,8 @@ class HandOff(pytest.Item):
         if missing:
             notebook.recorded = True  # a partial run (-k, NBVAL_SKIP) is neither timed nor cached
             cells = ", ".join(f"Cell {n}" for n in missing)
+            if len(missing) > 3:
+                cells = f"{len(missing)} of its {len(rebuilt.code_index)} code cells"
             pytest.skip(
                 f"{notebook.rel}: not stored in the book's cache: {cells} did not run (the book build will run it)"
             )
