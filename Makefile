@@ -1,9 +1,21 @@
 # Build and test the course. Everything runs inside $(VENV), created from the pinned
 # requirements.txt (which ends with `-e .`, so pip must run from the repository root).
-#   make book   execute every chapter and build the HTML book (strict)
-#   make test   unit tests, every notebook under nbval, then the strict book build
-#   make clean  remove build outputs (keeps the venv; `make distclean` removes it too)
+#   make book       execute every notebook and build the HTML book (strict): the reader's command
+#   make test       lint, unit tests, nbval executing every notebook once (fresh environment), the
+#                   strict book build from those outputs, the browser test of every page, a time
+#                   report
+#   make zip        an offline copy of the built HTML: _build/normalization-course-html.zip
+#   make format     apply ruff's formatting and safe fixes (make lint only checks)
+#   make clean      remove build outputs (keeps the venv; `make distclean` removes it too)
 #   make exercises / make grade   graded exercises (see the section at the end)
+#
+# Which notebooks are executed (and which are instructor-only) is listed in ONE place:
+# scripts/course_notebooks.py. nbval executes each of them once per `make test`, in a fresh
+# virtual environment without normlib (its set-up cell installs it, as in Colab), and hands its
+# outputs to the book: the nbval plugin tests/nbval_course.py stores them in the book's
+# jupyter-cache (_build/.jupyter_cache, `execute_notebooks: cache` in _config.yml), so the strict
+# build renders them instead of executing again. `make book` empties that cache first, so it
+# executes every notebook itself.
 
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
@@ -16,13 +28,18 @@ BUILD_DIR := _build
 # -W: warnings are errors (a failing notebook is only a warning otherwise);
 # -n: nitpicky, broken cross-references fail; --keep-going: report them all at once.
 JB_FLAGS := --all -W -n --keep-going
-# exercises/source/ holds the masters (solutions, hidden tests): otter runs them, not nbval.
-NB_DIRS := chapters exercises/student
-# normlib.train shows tqdm progress bars in a live notebook; in the built book and under
-# nbval they would only be leftover widgets, so every notebook run from here turns them off.
+# Notebooks run in parallel, each kernel with its share of the cores (torch threads would
+# otherwise oversubscribe them and slow every notebook down).
+NB_WORKERS ?= 2
+NB_THREADS ?= $(shell n=$$(( $$(nproc) / $(NB_WORKERS) )); echo $$(( n > 0 ? n : 1 )))
+export NB_THREADS
+# normlib.train's progress bars (tqdm widgets) are off in every notebook executed here, so the
+# built book and the test outputs hold no progress widgets.
 export NORMLIB_PROGRESS := 0
+PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
+ZIP := $(BUILD_DIR)/normalization-course-html.zip
 
-.PHONY: book test test-unit test-notebooks clean distclean
+.PHONY: book test test-unit test-notebooks test-book test-browser lint format zip clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,20 +47,59 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 book: $(STAMP)
+	rm -rf $(BUILD_DIR)/.jupyter_cache
 	$(VENV)/bin/jupyter-book build $(JB_FLAGS) .
 	@echo "Book built: file://$(CURDIR)/$(BUILD_DIR)/html/index.html"
 
+# Each step of `make test` on its own line, in this order (safe under `make -j`); the time
+# report comes last and also after a failure.
+test: $(STAMP)
+	@start=$$(date +%s); status=0; \
+	for step in lint test-unit test-notebooks test-book test-browser; do \
+	  $(MAKE) --no-print-directory $$step || { status=$$?; echo "make test: '$$step' failed"; break; }; \
+	done; \
+	$(VENV)/bin/python scripts/notebook_report.py --started $$start; \
+	exit $$status
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Unit tests, including the notebook executor's own (tests/test_nbval_course.py, marked
+# `notebooks`: it runs two small notebooks through the plugin; `-m "not notebooks"` skips it).
 test-unit: $(STAMP)
-	$(VENV)/bin/pytest -q tests/
+	$(PYTEST) -q -n $(NB_WORKERS) -m "not browser" tests/
 
-# Each notebook runs in its own kernel; its assert cells are the checks (outputs are not stored,
-# so --nbval-lax loses nothing). --dist loadfile keeps a notebook's cells on one worker.
+# The one execution of every listed notebook (see the top of this file): nbval, one kernel per
+# notebook, NB_WORKERS notebooks at a time (--dist loadfile keeps a notebook's cells together).
+# A fresh cache holds exactly this run's outputs.
 test-notebooks: $(STAMP)
-	@notebooks="$$(find $(NB_DIRS) -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' 2>/dev/null | sort || true)"; \
-	if [[ -z "$$notebooks" ]]; then echo "No notebooks under $(NB_DIRS): skipping nbval."; exit 0; fi; \
-	$(VENV)/bin/pytest -q --nbval-lax --nbval-current-env -n 2 --dist loadfile -p no:cacheprovider $$notebooks
+	rm -rf $(BUILD_DIR)/.jupyter_cache $(BUILD_DIR)/notebook-times
+	@notebooks="$$($(VENV)/bin/python scripts/course_notebooks.py --paths)"; \
+	if [ -z "$$notebooks" ]; then echo "No course notebooks (scripts/course_notebooks.py)"; exit 0; fi; \
+	echo "nbval: $$(echo $$notebooks | wc -w) notebook(s), each in a fresh environment"; \
+	$(PYTEST) -q --nbval-lax -p nbval_course -n $(NB_WORKERS) --dist loadfile $$notebooks
 
-test: test-unit test-notebooks book
+# The strict build from the cache that test-notebooks filled; a notebook missing from it (not
+# listed in scripts/course_notebooks.py) is executed here, and the report names it.
+test-book: $(STAMP)
+	@mkdir -p $(BUILD_DIR)
+	$(VENV)/bin/jupyter-book build $(JB_FLAGS) . 2>&1 | tee $(BUILD_DIR)/book-build.log
+	@echo "Book built: file://$(CURDIR)/$(BUILD_DIR)/html/index.html"
+
+# Every page of the HTML built last (by make book or make test) in headless Chromium.
+test-browser: $(STAMP)
+	@status=0; $(PYTEST) -v -m browser tests/test_browser.py || status=$$?; \
+	echo "=== Browser test, page by page (screenshots in $(BUILD_DIR)/screenshots/) ==="; \
+	cat $(BUILD_DIR)/browser-report.txt 2>/dev/null || true; exit $$status
+
+zip: $(STAMP)
+	@test -f $(BUILD_DIR)/html/index.html || $(MAKE) --no-print-directory book
+	$(VENV)/bin/python scripts/make_zip.py $(BUILD_DIR)/html $(ZIP)
 
 clean:
 	rm -rf $(BUILD_DIR) .pytest_cache

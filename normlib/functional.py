@@ -63,7 +63,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _check_floating(x: Tensor, where: str) -> None:
     if not x.is_floating_point():
         # PyTorch's type for this (its kernels are "not implemented" for integer dtypes).
-        raise NotImplementedError(f'"{where}" not implemented for {x.dtype}: normalization needs a floating-point input')
+        raise NotImplementedError(
+            f'"{where}" not implemented for {x.dtype}: normalization needs a floating-point input'
+        )
 
 
 def _as_dims(dims: Dims, ndim: int) -> Tuple[int, ...]:
@@ -109,28 +111,46 @@ def _check_channel_vectors(input: Tensor, **vectors: Optional[Tensor]) -> None:
 # --------------------------------------------------------------------------- the core
 
 
+# The four functions below are shown on the page of chapter 1 (viz.show_source):
+# keep their lines within 79 characters, the width of a code box in the book.
 def _moments(x: Tensor, dims: Dims, center: bool = True):
-    """Step 2: mean and biased variance (or, uncentered, the mean square) over ``dims``."""
+    """Step 2: mean and biased variance over ``dims``.
+
+    Uncentered (``center=False``): no mean; the mean square for the variance.
+    """
     dims = _as_dims(dims, x.dim())
     x = x.to(_compute_dtype(x.dtype))
     if not center:
         return x, None, x.square().mean(dim=dims, keepdim=True)
     mean = x.mean(dim=dims, keepdim=True)
-    # Two passes (mean first, then squared deviations) avoid the cancellation of
-    # E[x^2] - E[x]^2. Dividing by the count m, not m - 1, is the *biased* variance.
+    # Two passes (mean first, then squared deviations) avoid the cancellation
+    # of E[x^2] - E[x]^2. Dividing by the count m, not m - 1, is the *biased*
+    # variance.
     var = (x - mean).square().mean(dim=dims, keepdim=True)
     return x, mean, var
 
 
-def _standardize(x: Tensor, mean: Optional[Tensor], var: Tensor, eps: float) -> Tensor:
-    """Step 3: (x - mean) / sqrt(var + eps) in the statistics' dtype; no mean: x / sqrt(var + eps)."""
+def _standardize(
+    x: Tensor,
+    mean: Optional[Tensor],
+    var: Tensor,
+    eps: float,
+) -> Tensor:
+    """Step 3: (x - mean) / sqrt(var + eps), in the statistics' dtype.
+
+    Without a mean (uncentered): x / sqrt(var + eps).
+    """
     x = x.to(var.dtype)
     if mean is not None:
         x = x - mean
     return x * torch.rsqrt(var + eps)
 
 
-def _scale_shift(y: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+def _scale_shift(
+    y: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+) -> Tensor:
     """Step 4: y * gamma + beta; gamma and beta already broadcast against y."""
     if weight is not None:
         y = y * weight.to(y.dtype)
@@ -148,22 +168,27 @@ def normalize(
     bias: Optional[Tensor] = None,
     center: bool = True,
 ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-    """The recipe: standardize ``x`` over ``dims``, then scale by ``weight`` and shift by ``bias``.
+    """The recipe: standardize ``x`` over ``dims``, then scale by ``weight``
+    and shift by ``bias``.
 
-    Returns ``(y, mean, var)``. ``y`` has the shape and dtype of ``x``; ``mean`` and
-    ``var`` keep the reduced dimensions (size 1), so ``mean.numel()`` is the number of
-    statistics computed and they broadcast back against ``x``. The variance is the
-    biased one (divide by the number of values m), as every PyTorch layer uses to
-    normalize. ``weight`` (gamma) and ``bias`` (beta) are optional and must broadcast
-    against ``x``. With ``center=False`` nothing is subtracted, ``mean`` is ``None`` and
-    ``var`` is the mean square (the statistic RMSNorm uses).
+    Returns ``(y, mean, var)``. ``y`` has the shape and dtype of ``x``;
+    ``mean`` and ``var`` keep the reduced dimensions (size 1), so
+    ``mean.numel()`` is the number of statistics computed and they broadcast
+    back against ``x``. The variance is the biased one (divide by the number
+    of values m), as PyTorch's layers use when they normalize with the
+    statistics of their input. ``weight`` (gamma) and ``bias`` (beta) are
+    optional and must broadcast against ``x``. With ``center=False`` nothing
+    is subtracted, ``mean`` is ``None`` and ``var`` is the mean square (the
+    statistic RMSNorm uses).
 
-    >>> y, mean, var = normalize(torch.randn(8, 3, 4, 4), dims=(0, 2, 3))  # BatchNorm2d
+    >>> x = torch.randn(8, 3, 4, 4)
+    >>> y, mean, var = normalize(x, dims=(0, 2, 3))  # as BatchNorm2d
     >>> mean.shape
     torch.Size([1, 3, 1, 1])
     """
     _check_floating(x, "normalize")
-    xc, mean, var = _moments(x, dims, center)  # step 2 (choosing dims is step 1)
+    # Step 1 is the choice of dims.
+    xc, mean, var = _moments(x, dims, center)  # step 2
     y = _standardize(xc, mean, var, eps)  # step 3
     y = _scale_shift(y, weight, bias)  # step 4
     return y.to(x.dtype), mean, var
@@ -660,9 +685,11 @@ def _as_shape(normalized_shape) -> Tuple[int, ...]:
     return tuple(int(s) for s in normalized_shape)
 
 
-def _check_trailing_shape(input: Tensor, shape: Tuple[int, ...], weight: Optional[Tensor], bias: Optional[Tensor]) -> None:
+def _check_trailing_shape(
+    input: Tensor, shape: Tuple[int, ...], weight: Optional[Tensor], bias: Optional[Tensor]
+) -> None:
     k = len(shape)
-    if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k:]) != shape:
+    if k == 0 or input.dim() < k or tuple(input.shape[input.dim() - k :]) != shape:
         expected = ", ".join(str(s) for s in shape)
         raise RuntimeError(
             f"Given normalized_shape={list(shape)}, expected input with shape [*, {expected}], "
@@ -803,7 +830,12 @@ def instance_norm(
             # Each instance updates its own copy of the running stats; the copies are averaged.
             values_per_stat = math.prod(input.shape[2:])
             _update_running_stats(
-                running_mean, running_var, mean.mean(dim=0).flatten(), var.mean(dim=0).flatten(), values_per_stat, momentum
+                running_mean,
+                running_var,
+                mean.mean(dim=0).flatten(),
+                var.mean(dim=0).flatten(),
+                values_per_stat,
+                momentum,
             )
         return y
 

@@ -14,15 +14,20 @@ the same look, on every page:
   in the static HTML book (see its docstring for how).
 * :func:`plot_runs` -- training curves of several methods (mean over seeds and the range),
   each in its method's colour.
+* :func:`figure_description` -- a figure's text alternative (its titles), which every PNG made
+  here and every figure a notebook shows after :func:`use_style` carries, so that the book's
+  images have alt text (the book's `_ext/figure_alt_text.py` reads it).
 
 Only matplotlib and numpy are imported here; ipywidgets is imported lazily inside
 :func:`explorer`, so ``import normlib.viz`` stays cheap.
 """
+
 from __future__ import annotations
 
 import base64
 import io
 import re
+from html import escape
 from typing import Callable, Sequence, Union
 
 import matplotlib
@@ -39,6 +44,7 @@ __all__ = [
     "draw_norm_axes",
     "statistic_ids",
     "figure_to_png",
+    "figure_description",
     "explorer",
     "markdown_table",
     "show_source",
@@ -135,11 +141,82 @@ def use_style() -> None:
     """Apply the book's matplotlib settings (:data:`BOOK_RC`).
 
     pyplot is imported first: in a notebook the inline backend applies its own defaults
-    when pyplot is first imported, and those must not overwrite ours afterwards.
+    when pyplot is first imported, and those must not overwrite ours afterwards. In a
+    notebook, figures shown from then on carry their :func:`figure_description` in the PNG.
     """
     import matplotlib.pyplot  # noqa: F401  (see docstring)
 
+    _load_notebook_backend()
     matplotlib.rcParams.update(BOOK_RC)
+    _describe_shown_figures()
+
+
+def _ipython_shell():
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def _load_notebook_backend() -> None:
+    """In a notebook, load the inline backend now rather than at the first figure: loading it
+    registers its figure formatter and applies its own rc defaults, which must come before
+    ours (and before the formatter is given descriptions)."""
+    if _ipython_shell() is None:
+        return
+    try:
+        backend = matplotlib.get_backend(auto_select=False)
+    except TypeError:  # matplotlib < 3.10
+        backend = matplotlib.rcParams["backend"]
+    if isinstance(backend, str) and backend.startswith("module://"):
+        import importlib
+
+        try:
+            importlib.import_module(backend.removeprefix("module://"))
+        except ImportError:
+            pass
+
+
+def figure_description(fig) -> str:
+    """A text alternative for ``fig``: its title and its panels' titles, in reading order.
+
+    The book's figures have titles that state their finding, so these make a useful alt text
+    for a reader who cannot see the image. An empty string means the figure has no title.
+    """
+    parts = []
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text().strip():
+        parts.append(suptitle.get_text())
+    for ax in fig.get_axes():
+        for loc in ("left", "center", "right"):
+            title = ax.get_title(loc=loc).strip()
+            if title:
+                parts.append(title)
+    return "; ".join(" ".join(part.split()) for part in parts)
+
+
+def _describe_shown_figures() -> None:
+    """Make the notebook's PNG formatter store each figure's description in the PNG (as its
+    ``Description`` text chunk); a no-op outside IPython or without the inline backend."""
+    shell = _ipython_shell()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    formatter = shell.display_formatter.formatters["image/png"]
+    try:
+        png = formatter.lookup_by_type(Figure)
+    except KeyError:
+        return
+    if getattr(png, "_normlib_describes", False):
+        return
+
+    def png_with_description(fig, _png=png):
+        return _png(fig, metadata={"Description": figure_description(fig)})
+
+    png_with_description._normlib_describes = True
+    formatter.for_type(Figure, png_with_description)
 
 
 # --------------------------------------------------------------------------- the N x C x (H.W) box
@@ -246,14 +323,16 @@ def draw_norm_axes(
     ax.add_collection(PolyCollection(polys, facecolors=faces, edgecolors="0.35", linewidths=0.6))
 
     # Axis labels along three edges of the box.
-    ax.annotate("", xy=(N, -0.35), xytext=(0, -0.35),
-                arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
+    ax.annotate("", xy=(N, -0.35), xytext=(0, -0.35), arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
     ax.text(N / 2, -0.6, "N", ha="center", va="top")
-    ax.annotate("", xy=(-0.35, HW), xytext=(-0.35, 0),
-                arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
+    ax.annotate("", xy=(-0.35, HW), xytext=(-0.35, 0), arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
     ax.text(-0.6, HW / 2, "H·W", ha="right", va="center", rotation=90)
-    ax.annotate("", xy=(C * dx - 0.3, HW + C * dy + 0.25), xytext=(-0.3, HW + 0.25),
-                arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8))
+    ax.annotate(
+        "",
+        xy=(C * dx - 0.3, HW + C * dy + 0.25),
+        xytext=(-0.3, HW + 0.25),
+        arrowprops=dict(arrowstyle="->", color="0.2", lw=0.8),
+    )
     ax.text(C * dx / 2 - 0.55, HW + C * dy / 2 + 0.45, "C", ha="right", va="bottom")
 
     if title is None:
@@ -275,13 +354,28 @@ def draw_norm_axes(
 
 
 def figure_to_png(fig, dpi: int | None = None) -> bytes:
-    """Render a matplotlib Figure to PNG bytes and close it (so it is not shown twice)."""
+    """Render a matplotlib Figure to PNG bytes and close it (so it is not shown twice).
+
+    The PNG carries :func:`figure_description` as its ``Description`` text chunk."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi or matplotlib.rcParams["savefig.dpi"])
+    fig.savefig(
+        buffer,
+        format="png",
+        dpi=dpi or matplotlib.rcParams["savefig.dpi"],
+        metadata={"Description": figure_description(fig)},
+    )
     plt.close(fig)
     return buffer.getvalue()
+
+
+def png_description(png: bytes) -> str:
+    """The ``Description`` text chunk of PNG bytes ("" when there is none)."""
+    from PIL import Image  # a dependency of matplotlib
+
+    with Image.open(io.BytesIO(png)) as image:
+        return str(getattr(image, "text", {}).get("Description", ""))
 
 
 FrameSource = Union[Sequence["matplotlib.figure.Figure"], Callable[[int], "matplotlib.figure.Figure"]]
@@ -296,7 +390,17 @@ def _render_frames(frames: FrameSource, count: int) -> list[bytes]:
     return [f if isinstance(f, bytes) else figure_to_png(f) for f in figures]
 
 
-def _animation_html(pngs: list[bytes]):
+def _frame_alts(pngs: list[bytes], labels: Sequence[str], description: str) -> list[str]:
+    """Alt text per frame: the figure's own description, else the slider's caption and label."""
+    alts = []
+    for png, frame_label in zip(pngs, labels):
+        text = png_description(png)
+        caption = f"{description} {frame_label}".strip()
+        alts.append(f"{caption}: {text}" if text else caption)
+    return alts
+
+
+def _animation_html(pngs: list[bytes], alt: str = ""):
     """Fallback without ipywidgets: a matplotlib animation with its own HTML/JS slider."""
     import matplotlib.pyplot as plt
     from IPython.display import HTML
@@ -327,6 +431,8 @@ def _animation_html(pngs: list[bytes]):
     # to_jshtml links Font Awesome from a CDN for its button icons; the book works offline
     # (its theme already ships Font Awesome), so the page must not ask the network for it.
     html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html)
+    # Its frame is an <img> without alt text: give it one (the frames' common caption).
+    html = re.sub(r"<img id=", f'<img alt="{escape(alt, quote=True)}" id=', html, count=1)
     return HTML(html)
 
 
@@ -345,13 +451,17 @@ def explorer(frames: FrameSource, labels: Sequence[str], description: str = ""):
     ``LinkModel`` that runs in the browser, not in Python, so:
 
     * with a live kernel (Jupyter, Colab) the slider works as usual;
-    * in the static HTML book (myst-nb saves the widget state -- every Image's bytes, the
-      Stack, the slider and the LinkModel -- into the page, and the html-manager shipped
-      with the book rebuilds them) the slider still works without any kernel.
+    * in the static HTML book (myst-nb saves the widget state -- every frame, the Stack, the
+      slider and the LinkModel -- into the page, and the html-manager shipped with the book
+      rebuilds them) the slider still works without any kernel.
+
+    Each frame is an ``ipywidgets.HTML`` holding an ``<img>`` with alt text (ipywidgets'
+    ``Image`` has no alt): the frame's :func:`figure_description` (its titles) after the
+    slider's caption and the frame's label.
 
     Checked in headless Chromium on the built book (html-manager 1.0.x served with it):
     moving the slider changes the readout and the image, with no kernel
-    (``scripts/check_book_html.py`` repeats that check).
+    (``tests/test_browser.py`` repeats that check on every page of the book).
 
     Without ipywidgets 8 (not installed, or version 7 as on Colab, which has no ``Stack``)
     the same PNGs are returned as a matplotlib ``FuncAnimation`` rendered with
@@ -366,14 +476,18 @@ def explorer(frames: FrameSource, labels: Sequence[str], description: str = ""):
     if len(set(labels)) != len(labels):
         raise ValueError("frame labels must be distinct (they are the slider's options)")
     pngs = _render_frames(frames, len(labels))
+    alts = _frame_alts(pngs, labels, description)
     try:
         import ipywidgets as widgets
     except ImportError:
-        return _animation_html(pngs)
+        return _animation_html(pngs, alt=description or "frames")
     if not hasattr(widgets, "Stack"):  # ipywidgets 7 (Colab ships it) has no Stack
-        return _animation_html(pngs)
+        return _animation_html(pngs, alt=description or "frames")
 
-    images = [widgets.Image(value=png, format="png") for png in pngs]
+    images = [
+        widgets.HTML(f'<img src="{png_data_uri(png)}" alt="{escape(alt, quote=True)}" style="max-width: 100%">')
+        for png, alt in zip(pngs, alts)
+    ]
     stack = widgets.Stack(children=images, selected_index=0)
     slider = widgets.SelectionSlider(
         options=labels,
@@ -407,8 +521,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str |
     if len(align) != len(header):
         raise ValueError("align needs one letter per column")
     rule = {"l": ":--", "c": ":-:", "r": "--:"}
-    lines = ["| " + " | ".join(str(h) for h in header) + " |",
-             "|" + "|".join(rule[a] for a in align) + "|"]
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
     for row in rows:
         if len(row) != len(header):
             raise ValueError(f"row {row!r} has {len(row)} cells, header has {len(header)}")

@@ -3,6 +3,7 @@
 Every parity test takes the ``device`` fixture: ``cpu`` always runs; ``cuda`` and ``mps``
 run when present and are *skipped* (visibly, with a reason) otherwise.
 """
+
 import copy
 import os
 
@@ -37,12 +38,8 @@ def _mps_ok():
 
 DEVICE_PARAMS = [
     pytest.param("cpu", id="cpu"),
-    pytest.param(
-        "cuda", id="cuda", marks=pytest.mark.skipif(not _cuda_ok(), reason="CUDA not available")
-    ),
-    pytest.param(
-        "mps", id="mps", marks=pytest.mark.skipif(not _mps_ok(), reason="MPS not available")
-    ),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not _cuda_ok(), reason="CUDA not available")),
+    pytest.param("mps", id="mps", marks=pytest.mark.skipif(not _mps_ok(), reason="MPS not available")),
 ]
 
 

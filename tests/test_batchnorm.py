@@ -1,9 +1,8 @@
 """BatchNorm1d/2d/3d: parity with torch.nn and the facts the chapters rest on."""
+
 import pytest
 import torch
 import torch.nn as nn
-
-import normlib
 from conftest import (
     LAYOUTS,
     PARITY_DTYPES,
@@ -17,6 +16,8 @@ from conftest import (
     randomize_params,
     skip_unsupported,
 )
+
+import normlib
 
 # (normlib class name, spatial dims of the input)
 BN_KINDS = [
@@ -243,8 +244,9 @@ def test_buffers_and_attributes_match_torch():
             assert dict(got.named_buffers())[n].dtype == b.dtype, n
 
 
-@pytest.mark.parametrize("name, shape", [("BatchNorm1d", (0, 3)), ("BatchNorm2d", (2, 3, 0, 2)),
-                                         ("InstanceNorm1d", (2, 3, 0))])
+@pytest.mark.parametrize(
+    "name, shape", [("BatchNorm1d", (0, 3)), ("BatchNorm2d", (2, 3, 0, 2)), ("InstanceNorm1d", (2, 3, 0))]
+)
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_empty_batch_leaves_running_stats_alone(name, shape, momentum):
     """A batch with no values has no statistics: the running ones stay as they were (torch too)."""

@@ -3,6 +3,7 @@
 Each case runs torch first to learn its exception type (so the test follows torch if torch
 changes), then asserts normlib raises that same type with a message matching a key phrase.
 """
+
 import pytest
 import torch
 import torch.nn as nn
@@ -38,39 +39,90 @@ CASES = [
     # wrong rank
     ("bn1d_4D", lambda m: m.BatchNorm1d(4)(torch.randn(2, 4, 3, 3)), r"expected 2D or 3D input \(got 4D input\)"),
     ("bn2d_3D", lambda m: m.BatchNorm2d(4)(torch.randn(2, 4, 3)), r"expected 4D input \(got 3D input\)"),
-    ("bn2d_5D_eval", lambda m: m.BatchNorm2d(4).eval()(torch.randn(2, 4, 3, 3, 3)), r"expected 4D input \(got 5D input\)"),
+    (
+        "bn2d_5D_eval",
+        lambda m: m.BatchNorm2d(4).eval()(torch.randn(2, 4, 3, 3, 3)),
+        r"expected 4D input \(got 5D input\)",
+    ),
     ("bn3d_4D", lambda m: m.BatchNorm3d(4)(torch.randn(2, 4, 3, 3)), r"expected 5D input \(got 4D input\)"),
     ("in1d_4D", lambda m: m.InstanceNorm1d(4)(torch.randn(2, 4, 3, 3)), r"expected 2D or 3D input \(got 4D input\)"),
     ("in2d_2D", lambda m: m.InstanceNorm2d(4)(torch.randn(2, 4)), r"expected 3D or 4D input \(got 2D input\)"),
     ("in3d_3D", lambda m: m.InstanceNorm3d(4)(torch.randn(2, 4, 3)), r"expected 4D or 5D input \(got 3D input\)"),
     # wrong channel count
-    ("bn2d_channels_train", lambda m: m.BatchNorm2d(4)(torch.randn(2, 5, 3, 3)), r"running_mean should contain 5 elements not 4"),
-    ("bn2d_channels_eval", lambda m: m.BatchNorm2d(4).eval()(torch.randn(2, 5, 3, 3)), r"running_mean should contain 5 elements not 4"),
-    ("bn1d_channels_no_stats", lambda m: m.BatchNorm1d(4, track_running_stats=False)(torch.randn(3, 5)),
-     r"weight should contain 5 elements not 4"),
-    ("in2d_affine_channels", lambda m: m.InstanceNorm2d(4, affine=True)(torch.randn(2, 5, 3, 3)),
-     r"num_features \(4\).*5"),
-    ("gn_channels", lambda m: m.GroupNorm(2, 4)(torch.randn(2, 6, 3)), r"weight to be a vector of size equal to the number of channels"),
+    (
+        "bn2d_channels_train",
+        lambda m: m.BatchNorm2d(4)(torch.randn(2, 5, 3, 3)),
+        r"running_mean should contain 5 elements not 4",
+    ),
+    (
+        "bn2d_channels_eval",
+        lambda m: m.BatchNorm2d(4).eval()(torch.randn(2, 5, 3, 3)),
+        r"running_mean should contain 5 elements not 4",
+    ),
+    (
+        "bn1d_channels_no_stats",
+        lambda m: m.BatchNorm1d(4, track_running_stats=False)(torch.randn(3, 5)),
+        r"weight should contain 5 elements not 4",
+    ),
+    (
+        "in2d_affine_channels",
+        lambda m: m.InstanceNorm2d(4, affine=True)(torch.randn(2, 5, 3, 3)),
+        r"num_features \(4\).*5",
+    ),
+    (
+        "gn_channels",
+        lambda m: m.GroupNorm(2, 4)(torch.randn(2, 6, 3)),
+        r"weight to be a vector of size equal to the number of channels",
+    ),
     # groups not dividing channels
     ("gn_ctor_indivisible", lambda m: m.GroupNorm(3, 4), r"num_channels \(4\) must be divisible by num_groups \(3\)"),
-    ("gn_input_indivisible", lambda m: m.GroupNorm(2, 4, affine=False)(torch.randn(2, 5, 3)), r"divisible by num_groups"),
+    (
+        "gn_input_indivisible",
+        lambda m: m.GroupNorm(2, 4, affine=False)(torch.randn(2, 5, 3)),
+        r"divisible by num_groups",
+    ),
     # one value per channel in training
-    ("bn1d_batch_of_one", lambda m: m.BatchNorm1d(4)(torch.randn(1, 4)), r"Expected more than 1 value per channel when training"),
-    ("bn1d_3D_batch_of_one", lambda m: m.BatchNorm1d(4)(torch.randn(1, 4, 1)), r"Expected more than 1 value per channel when training"),
-    ("bn2d_batch_of_one", lambda m: m.BatchNorm2d(4)(torch.randn(1, 4, 1, 1)), r"Expected more than 1 value per channel when training"),
-    ("bn_no_stats_batch_of_one", lambda m: m.BatchNorm1d(4, track_running_stats=False).eval()(torch.randn(1, 4)),
-     r"Expected more than 1 value per channel when training"),
-    ("in2d_one_spatial", lambda m: m.InstanceNorm2d(4)(torch.randn(2, 4, 1, 1)), r"Expected more than 1 spatial element when training"),
+    (
+        "bn1d_batch_of_one",
+        lambda m: m.BatchNorm1d(4)(torch.randn(1, 4)),
+        r"Expected more than 1 value per channel when training",
+    ),
+    (
+        "bn1d_3D_batch_of_one",
+        lambda m: m.BatchNorm1d(4)(torch.randn(1, 4, 1)),
+        r"Expected more than 1 value per channel when training",
+    ),
+    (
+        "bn2d_batch_of_one",
+        lambda m: m.BatchNorm2d(4)(torch.randn(1, 4, 1, 1)),
+        r"Expected more than 1 value per channel when training",
+    ),
+    (
+        "bn_no_stats_batch_of_one",
+        lambda m: m.BatchNorm1d(4, track_running_stats=False).eval()(torch.randn(1, 4)),
+        r"Expected more than 1 value per channel when training",
+    ),
+    (
+        "in2d_one_spatial",
+        lambda m: m.InstanceNorm2d(4)(torch.randn(2, 4, 1, 1)),
+        r"Expected more than 1 spatial element when training",
+    ),
     ("gn_one_value_per_group", lambda m: m.GroupNorm(4, 4)(torch.randn(1, 4, 1, 1)), r"Expected more than 1 value"),
     # LayerNorm / RMSNorm shape mismatch
     ("ln_shape", lambda m: m.LayerNorm(5)(torch.randn(2, 4)), r"normalized_shape=\[5\].*\[2, 4\]"),
     ("ln_multi_shape", lambda m: m.LayerNorm([3, 5])(torch.randn(2, 4, 5)), r"normalized_shape=\[3, 5\]"),
     ("ln_too_few_dims", lambda m: m.LayerNorm([2, 3, 4])(torch.randn(3, 4)), r"normalized_shape"),
     # weight_norm along a dim the weight does not have
-    ("weight_norm_dim_out_of_range", lambda m: (torch.nn.utils.parametrizations if m is nn else normlib).weight_norm(
-        nn.Linear(5, 6), dim=2), r"Dimension out of range"),
-    ("weight_norm_negative_dim_out_of_range", lambda m: (torch.nn.utils.parametrizations if m is nn else normlib).weight_norm(
-        nn.Conv1d(2, 3, 2), dim=-4), r"Dimension out of range"),
+    (
+        "weight_norm_dim_out_of_range",
+        lambda m: (torch.nn.utils.parametrizations if m is nn else normlib).weight_norm(nn.Linear(5, 6), dim=2),
+        r"Dimension out of range",
+    ),
+    (
+        "weight_norm_negative_dim_out_of_range",
+        lambda m: (torch.nn.utils.parametrizations if m is nn else normlib).weight_norm(nn.Conv1d(2, 3, 2), dim=-4),
+        r"Dimension out of range",
+    ),
     ("rms_shape", lambda m: m.RMSNorm(5)(torch.randn(2, 4)), r"normalized_shape=\[5\]"),
 ]
 
@@ -84,17 +136,34 @@ def test_module_errors_match_torch(case):
 FUNCTIONAL_CASES = [
     ("group_norm_indivisible", lambda f: f.group_norm(torch.randn(2, 4, 3), 3), r"divisible by num_groups"),
     ("group_norm_1D", lambda f: f.group_norm(torch.randn(4), 2), r"at least 2 dimensions"),
-    ("batch_norm_one_value", lambda f: f.batch_norm(torch.randn(1, 3), None, None, training=True),
-     r"Expected more than 1 value per channel when training"),
-    ("batch_norm_running_size", lambda f: f.batch_norm(torch.randn(4, 3), torch.zeros(2), torch.ones(2), training=True),
-     r"running_mean should contain 3 elements not 2"),
+    (
+        "batch_norm_one_value",
+        lambda f: f.batch_norm(torch.randn(1, 3), None, None, training=True),
+        r"Expected more than 1 value per channel when training",
+    ),
+    (
+        "batch_norm_running_size",
+        lambda f: f.batch_norm(torch.randn(4, 3), torch.zeros(2), torch.ones(2), training=True),
+        r"running_mean should contain 3 elements not 2",
+    ),
     ("layer_norm_shape", lambda f: f.layer_norm(torch.randn(2, 4), (5,)), r"normalized_shape"),
-    ("layer_norm_weight_shape", lambda f: f.layer_norm(torch.randn(2, 4), (4,), torch.ones(3)), r"weight to be of same shape as normalized_shape"),
+    (
+        "layer_norm_weight_shape",
+        lambda f: f.layer_norm(torch.randn(2, 4), (4,), torch.ones(3)),
+        r"weight to be of same shape as normalized_shape",
+    ),
     ("rms_norm_shape", lambda f: f.rms_norm(torch.randn(2, 4), (5,)), r"normalized_shape"),
-    ("instance_norm_one_spatial", lambda f: f.instance_norm(torch.randn(2, 3, 1)), r"Expected more than 1 spatial element"),
+    (
+        "instance_norm_one_spatial",
+        lambda f: f.instance_norm(torch.randn(2, 3, 1)),
+        r"Expected more than 1 spatial element",
+    ),
     # integer input: torch's kernels are "not implemented" for integer dtypes
-    ("batch_norm_int", lambda f: f.batch_norm(torch.ones(4, 3, dtype=torch.long), None, None, training=True),
-     r"not implemented for"),
+    (
+        "batch_norm_int",
+        lambda f: f.batch_norm(torch.ones(4, 3, dtype=torch.long), None, None, training=True),
+        r"not implemented for",
+    ),
     ("layer_norm_int", lambda f: f.layer_norm(torch.ones(2, 3, dtype=torch.long), (3,)), r"not implemented for"),
     ("group_norm_int", lambda f: f.group_norm(torch.ones(2, 4, 3, dtype=torch.long), 2), r"not implemented for"),
 ]

@@ -1,11 +1,10 @@
 """normlib.functional: the core `normalize` and the torch-named functions, against torch."""
+
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-from normlib import functional as NF
 from conftest import (
     GRAD_TOL,
     PARITY_DTYPES,
@@ -18,6 +17,8 @@ from conftest import (
     ref_dtype,
     skip_unsupported,
 )
+
+from normlib import functional as NF
 
 
 def formula(x, dims, eps):
@@ -121,8 +122,12 @@ def test_functional_batch_norm_matches_torch(spatial, dtype, device):
             rv_r = rv.to(rdt).clone() if use_rs else None
             xa = x.clone().requires_grad_(True)
             xr = x.to(rdt).clone().requires_grad_(True)
-            wa, wr = (w.clone().requires_grad_(True), w.to(rdt).clone().requires_grad_(True)) if use_wb else (None, None)
-            ba, br = (b.clone().requires_grad_(True), b.to(rdt).clone().requires_grad_(True)) if use_wb else (None, None)
+            wa, wr = (
+                (w.clone().requires_grad_(True), w.to(rdt).clone().requires_grad_(True)) if use_wb else (None, None)
+            )
+            ba, br = (
+                (b.clone().requires_grad_(True), b.to(rdt).clone().requires_grad_(True)) if use_wb else (None, None)
+            )
             ya = NF.batch_norm(xa, rm, rv, wa, ba, training=training, momentum=momentum, eps=1e-4)
             yr = F.batch_norm(xr, rm_r, rv_r, wr, br, training=training, momentum=momentum, eps=1e-4)
             what = f"shape={shape} training={training} momentum={momentum} affine={use_wb} running={use_rs}"
@@ -180,7 +185,7 @@ def test_functional_layer_norm_matches_torch(dtype, device):
         rank = randint(1, 4, gen)
         shape = tuple(randint(1, 5, gen) for _ in range(rank))
         k = randint(1, rank, gen)
-        ns = shape[rank - k:]
+        ns = shape[rank - k :]
         if all(s == 1 for s in ns):
             ns = ns[:-1] + (2,)
             shape = shape[: rank - 1] + (2,)
@@ -191,7 +196,10 @@ def test_functional_layer_norm_matches_torch(dtype, device):
             _grad_compare(
                 lambda x, w, b: NF.layer_norm(x, ns, w, b, eps=1e-5),
                 lambda x, w, b: F.layer_norm(x, ns, w, b, eps=1e-5),
-                list(args), dtype, gen, f"layer_norm shape={shape} ns={ns} affine={[a is not None for a in args]}",
+                list(args),
+                dtype,
+                gen,
+                f"layer_norm shape={shape} ns={ns} affine={[a is not None for a in args]}",
             )
 
 
@@ -214,7 +222,10 @@ def test_functional_group_norm_matches_torch(dtype, device):
             _grad_compare(
                 lambda x, w, b: NF.group_norm(x, G, w, b, eps=1e-5),
                 lambda x, w, b: F.group_norm(x, G, w, b, eps=1e-5),
-                list(args), dtype, gen, f"group_norm shape={shape} G={G}",
+                list(args),
+                dtype,
+                gen,
+                f"group_norm shape={shape} G={G}",
             )
 
 
@@ -233,14 +244,19 @@ def test_functional_instance_norm_matches_torch(dtype, device):
         _grad_compare(
             lambda x, w, b: NF.instance_norm(x, weight=w, bias=b, eps=1e-5),
             lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=1e-5),
-            [x, w, b], dtype, gen, f"instance_norm shape={shape}",
+            [x, w, b],
+            dtype,
+            gen,
+            f"instance_norm shape={shape}",
         )
         for use_input_stats, momentum in ((True, 0.1), (True, 1.0), (False, 0.1)):
             rm = randn((C,), gen, dtype=dtype, device=device)
             rv = (torch.rand(C, generator=gen, dtype=torch.float64) + 0.5).to(dtype).to(device)
             rm_r, rv_r = rm.to(rdt).clone(), rv.to(rdt).clone()
             ya = NF.instance_norm(x, rm, rv, w, b, use_input_stats=use_input_stats, momentum=momentum)
-            yr = F.instance_norm(x.to(rdt), rm_r, rv_r, w.to(rdt), b.to(rdt), use_input_stats=use_input_stats, momentum=momentum)
+            yr = F.instance_norm(
+                x.to(rdt), rm_r, rv_r, w.to(rdt), b.to(rdt), use_input_stats=use_input_stats, momentum=momentum
+            )
             what = f"instance_norm shape={shape} use_input_stats={use_input_stats} momentum={momentum}"
             assert_close(ya, yr.to(dtype), dtype=dtype, msg=what)
             assert_close(rm, rm_r.to(dtype), dtype=dtype, msg=what + " running_mean")
@@ -255,7 +271,7 @@ def test_functional_rms_norm_matches_torch(dtype, device):
         rank = randint(1, 4, gen)
         shape = tuple(randint(1, 5, gen) for _ in range(rank))
         k = randint(1, rank, gen)
-        ns = shape[rank - k:]
+        ns = shape[rank - k :]
         x = randn(shape, gen, dtype=dtype, device=device)
         w = randn(ns, gen, dtype=dtype, device=device, scale=0.5, shift=1.0)
         for eps in (None, 1e-6, 0.5):
@@ -263,7 +279,10 @@ def test_functional_rms_norm_matches_torch(dtype, device):
                 _grad_compare(
                     lambda x, w: NF.rms_norm(x, ns, w, eps=eps),
                     lambda x, w: F.rms_norm(x, ns, w, eps=eps),
-                    list(args), dtype, gen, f"rms_norm shape={shape} ns={ns} eps={eps}",
+                    list(args),
+                    dtype,
+                    gen,
+                    f"rms_norm shape={shape} ns={ns} eps={eps}",
                 )
 
 
@@ -279,8 +298,12 @@ def test_rms_norm_eps_none_is_machine_epsilon_of_compute_dtype(dtype):
     got = NF.rms_norm(x, (4,), None, eps=None)
     assert got.dtype == dtype
     assert_close(got, expected.to(dtype), dtype=dtype, tol=(1e-3, 1e-2) if dtype != torch.float64 else None)
-    assert_close(got, F.rms_norm(x.to(compute), (4,), None, eps=None).to(dtype), dtype=dtype,
-                 tol=(1e-3, 1e-2) if dtype != torch.float64 else None)
+    assert_close(
+        got,
+        F.rms_norm(x.to(compute), (4,), None, eps=None).to(dtype),
+        dtype=dtype,
+        tol=(1e-3, 1e-2) if dtype != torch.float64 else None,
+    )
     # and it is not the half-precision epsilon (that would change the result by far more)
     if dtype in (torch.float16, torch.bfloat16):
         wrong = xf / torch.sqrt(xf.square().mean(-1, keepdim=True) + torch.finfo(dtype).eps)

@@ -1,11 +1,12 @@
 """float64 gradcheck of every normlib function and module, and the closed-form BN backward."""
+
 import pytest
 import torch
+from conftest import assert_close, make_gen, randn
 from torch.autograd import gradcheck
 
 import normlib
 from normlib import functional as NF
-from conftest import assert_close, make_gen, randn
 
 
 def leaf(shape, gen, scale=1.0, shift=0.0):
@@ -150,10 +151,11 @@ def test_batchnorm_function_second_derivatives():
     def gradient_penalty_grad(module):
         inp = randn((4, 3, 2, 2), make_gen(122)).requires_grad_(True)
         (g,) = torch.autograd.grad((module(inp) ** 3).sum(), inp, create_graph=True)
-        return torch.autograd.grad((g ** 2).sum(), [inp, module.weight])
+        return torch.autograd.grad((g**2).sum(), [inp, module.weight])
 
-    for ours, theirs in zip(gradient_penalty_grad(normlib.BatchNorm2d(3).double()),
-                            gradient_penalty_grad(torch.nn.BatchNorm2d(3).double())):
+    for ours, theirs in zip(
+        gradient_penalty_grad(normlib.BatchNorm2d(3).double()), gradient_penalty_grad(torch.nn.BatchNorm2d(3).double())
+    ):
         assert_close(ours, theirs)
 
 

@@ -1,11 +1,10 @@
 """InstanceNorm1d/2d/3d: defaults, unbatched input, running statistics — against torch.nn."""
+
 import warnings
 
 import pytest
 import torch
 import torch.nn as nn
-
-import normlib
 from conftest import (
     PARITY_DTYPES,
     assert_close,
@@ -17,8 +16,13 @@ from conftest import (
     skip_unsupported,
 )
 
-IN_KINDS = [pytest.param("InstanceNorm1d", 1, id="in1d"), pytest.param("InstanceNorm2d", 2, id="in2d"),
-            pytest.param("InstanceNorm3d", 3, id="in3d")]
+import normlib
+
+IN_KINDS = [
+    pytest.param("InstanceNorm1d", 1, id="in1d"),
+    pytest.param("InstanceNorm2d", 2, id="in2d"),
+    pytest.param("InstanceNorm3d", 3, id="in3d"),
+]
 
 CONFIGS = [
     pytest.param({}, id="default"),

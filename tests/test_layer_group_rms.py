@@ -1,9 +1,8 @@
 """LayerNorm, GroupNorm, RMSNorm modules: parity with torch.nn."""
+
 import pytest
 import torch
 import torch.nn as nn
-
-import normlib
 from conftest import (
     LAYOUTS,
     PARITY_DTYPES,
@@ -16,6 +15,8 @@ from conftest import (
     randomize_params,
     skip_unsupported,
 )
+
+import normlib
 
 
 def pair(cls_name, args, kwargs, dtype, device, gen):
@@ -49,7 +50,9 @@ def test_layernorm_parity(k, dtype, config, device):
         arg = ns[0] if (k == 1 and randint(0, 1, gen)) else list(ns)  # int or list spelling
         got, ref = pair("LayerNorm", (arg,), config, dtype, device, gen)
         assert got.normalized_shape == ref.normalized_shape
-        check_steps(got, ref, steps_for(lambda: lead + ns, gen), dtype, gen, msg=f"LayerNorm{ns}{config}", device=device)
+        check_steps(
+            got, ref, steps_for(lambda: lead + ns, gen), dtype, gen, msg=f"LayerNorm{ns}{config}", device=device
+        )
 
 
 @pytest.mark.parametrize("layout", [l for l in LAYOUTS if l != "contiguous"])
@@ -93,8 +96,15 @@ def test_groupnorm_parity(spatial, dtype, affine, device):
         if C == G and all(s == 1 for s in sp):
             C = 2 * G  # one value per group is degenerate (torch even raises for N=1)
         got, ref = pair("GroupNorm", (G, C), {"affine": affine}, dtype, device, gen)
-        check_steps(got, ref, steps_for(lambda: (randint(1, 4, gen), C) + sp, gen), dtype, gen,
-                    msg=f"GroupNorm({G},{C}) sp={sp}", device=device)
+        check_steps(
+            got,
+            ref,
+            steps_for(lambda: (randint(1, 4, gen), C) + sp, gen),
+            dtype,
+            gen,
+            msg=f"GroupNorm({G},{C}) sp={sp}",
+            device=device,
+        )
 
 
 @pytest.mark.parametrize("layout", [l for l in LAYOUTS if l != "contiguous"])
@@ -102,7 +112,9 @@ def test_groupnorm_parity(spatial, dtype, affine, device):
 def test_groupnorm_layouts(spatial, layout, device):
     gen = make_gen(55)
     got, ref = pair("GroupNorm", (2, 6), {}, torch.float32, device, gen)
-    check_steps(got, ref, steps_for(lambda: (3, 6) + (3,) * spatial, gen, 2), torch.float32, gen, layout=layout, device=device)
+    check_steps(
+        got, ref, steps_for(lambda: (3, 6) + (3,) * spatial, gen, 2), torch.float32, gen, layout=layout, device=device
+    )
 
 
 def test_groupnorm_groups_are_consecutive_channels():
@@ -132,7 +144,9 @@ def test_groupnorm_groups_are_consecutive_channels():
 def test_groupnorm_special_cases_equal_layernorm_and_instancenorm():
     gen = make_gen(57)
     x = randn((3, 6, 4, 4), gen)
-    assert_close(normlib.GroupNorm(1, 6, affine=False).double()(x), nn.LayerNorm([6, 4, 4], elementwise_affine=False).double()(x))
+    assert_close(
+        normlib.GroupNorm(1, 6, affine=False).double()(x), nn.LayerNorm([6, 4, 4], elementwise_affine=False).double()(x)
+    )
     assert_close(normlib.GroupNorm(6, 6, affine=False).double()(x), nn.InstanceNorm2d(6).double()(x))
 
 

@@ -5,16 +5,17 @@ to raise; (2) a TorchDispatchMode fails on any aten normalization op reaching th
 (catches routes such as torch.ops.aten.* that bypass the Python names). Torch references are
 computed before either is active; normlib's forward and backward then run under both.
 """
+
 import copy
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import assert_close, make_gen, randn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import normlib
 from normlib import functional as NF
-from conftest import assert_close, make_gen, randn
 
 PATCHED = [
     (torch.nn.functional, "batch_norm"),
@@ -35,8 +36,15 @@ PATCHED = [
     (torch, "norm_except_dim"),
 ]
 
-FORBIDDEN_OP_WORDS = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "weight_norm",
-                      "norm_except_dim")
+FORBIDDEN_OP_WORDS = (
+    "batch_norm",
+    "layer_norm",
+    "group_norm",
+    "instance_norm",
+    "rms_norm",
+    "weight_norm",
+    "norm_except_dim",
+)
 
 
 class NoNormOps(TorchDispatchMode):
@@ -84,16 +92,34 @@ def _cases():
 
 
 FUNCTIONALS = [
-    ("normalize", lambda lib, x: NF.normalize(x, (0, 2))[0] if lib is NF else
-     (x - x.mean((0, 2), keepdim=True)) / torch.sqrt(x.var((0, 2), correction=0, keepdim=True) + 1e-5)),
-    ("batch_norm", lambda lib, x: lib.batch_norm(x, torch.zeros(3, dtype=x.dtype), torch.ones(3, dtype=x.dtype), training=True)),
-    ("batch_norm_eval", lambda lib, x: lib.batch_norm(x, torch.zeros(3, dtype=x.dtype) + 0.5, torch.ones(3, dtype=x.dtype) * 2)),
+    (
+        "normalize",
+        lambda lib, x: (
+            NF.normalize(x, (0, 2))[0]
+            if lib is NF
+            else (x - x.mean((0, 2), keepdim=True)) / torch.sqrt(x.var((0, 2), correction=0, keepdim=True) + 1e-5)
+        ),
+    ),
+    (
+        "batch_norm",
+        lambda lib, x: lib.batch_norm(x, torch.zeros(3, dtype=x.dtype), torch.ones(3, dtype=x.dtype), training=True),
+    ),
+    (
+        "batch_norm_eval",
+        lambda lib, x: lib.batch_norm(x, torch.zeros(3, dtype=x.dtype) + 0.5, torch.ones(3, dtype=x.dtype) * 2),
+    ),
     ("layer_norm", lambda lib, x: lib.layer_norm(x, (4,))),
     ("group_norm", lambda lib, x: lib.group_norm(x, 3)),
     ("instance_norm", lambda lib, x: lib.instance_norm(x)),
     ("rms_norm", lambda lib, x: lib.rms_norm(x, (3, 4))),
-    ("BatchNormFunction", lambda lib, x: NF.BatchNormFunction.apply(x, None, None, 1e-5)[0] if lib is NF else
-     torch.nn.functional.batch_norm(x, None, None, training=True)),
+    (
+        "BatchNormFunction",
+        lambda lib, x: (
+            NF.BatchNormFunction.apply(x, None, None, 1e-5)[0]
+            if lib is NF
+            else torch.nn.functional.batch_norm(x, None, None, training=True)
+        ),
+    ),
 ]
 
 
@@ -122,6 +148,7 @@ def test_normlib_never_calls_torch_norm_kernels(monkeypatch):
     def forbidden(qualname):
         def boom(*a, **k):
             raise AssertionError(f"normlib called torch's {qualname}")
+
         return boom
 
     for owner, attr in PATCHED:

@@ -1,55 +1,34 @@
-"""Repository conventions: chapter set-up cells install normlib from the book's repository
-URL (`repository.url` in _config.yml), and notebooks are stored without outputs."""
+"""Repository conventions.
+
+* Every course notebook (scripts/course_notebooks.py) starts with the canonical set-up block,
+  which installs normlib from `repository.url` in _config.yml (or $NORMLIB_INSTALL_SOURCE),
+  and student exercise notebooks also install otter-grader; scripts/sync_setup_cells.py fixes
+  a notebook that differs.
+* Notebooks are stored without outputs; folded cells say what they hold; no hard-coded device.
+* The publishing files are there and well formed: the GitHub Actions workflow, the licences,
+  CITATION.cff.
+"""
+
 import json
-import pathlib
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import course_notebooks as cn  # noqa: E402
+
+NOTEBOOKS = cn.course_notebooks()
 
 
-def notebooks(folder):
-    base = ROOT / folder
-    if not base.is_dir():
-        return []
-    return sorted(p for p in base.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts)
+def _ids(paths):
+    return [cn.relative(p) for p in paths]
 
 
-def source(cell):
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else src
-
-
-def repository_url():
-    yaml = pytest.importorskip("yaml")
-    cfg_path = ROOT / "_config.yml"
-    if not cfg_path.exists():
-        pytest.skip("no _config.yml yet")
-    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    url = (cfg.get("repository") or {}).get("url")
-    assert url, "_config.yml has no repository.url"
-    return url
-
-
-def setup_cell_problems(nb, url):
-    """What is wrong with a chapter's set-up cell (empty list: nothing)."""
-    cells = [c for c in nb["cells"] if c.get("cell_type") == "code"]
-    setup = next((c for c in cells if re.search(r"pip\s+install", source(c))), None)
-    if setup is None:
-        return ["no set-up cell with a pip install"]
-    problems = []
-    first_use = next((i for i, c in enumerate(cells) if "normlib" in source(c)), len(cells))
-    if cells.index(setup) > first_use:
-        problems.append("normlib is used before the set-up cell installs it")
-    src = source(setup)
-    targets = re.findall(r"git\+[^\s'\"]+", src)
-    if not targets:
-        problems.append("the set-up cell does not pip install git+<repository.url>")
-    problems += [f"installs from {t!r}, expected 'git+{url}'" for t in targets if t != f"git+{url}"]
-    if not re.search(r"^\s*(import\s+normlib|from\s+normlib\b)", src, flags=re.M):
-        problems.append("the set-up cell does not import normlib")
-    return problems
+def _load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def output_problems(nb):
@@ -64,43 +43,143 @@ def output_problems(nb):
     return problems
 
 
-CHAPTERS = notebooks("chapters")
-ALL_NOTEBOOKS = CHAPTERS + notebooks("exercises")
+def folding_problems(nb):
+    """A folded code cell (hide-input) must say what it holds when folded, e.g. "Show the
+    check", instead of myst-nb's "Show code cell source"."""
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        tags = (cell.get("metadata") or {}).get("tags") or []
+        if cell.get("cell_type") != "code" or not {"hide-input", "hide-cell"} & set(tags):
+            continue
+        label = ((cell.get("metadata") or {}).get("mystnb") or {}).get("code_prompt_show")
+        if not label:
+            problems.append(f"cell {i}: folded without a label (metadata mystnb.code_prompt_show)")
+    return problems
 
 
-def _ids(paths):
-    return [str(p.relative_to(ROOT)) for p in paths]
+HARD_CODED_DEVICE = re.compile(r"""\.cuda\(|device\s*=\s*["']cuda|torch\.device\(\s*["']cuda""")
 
 
-# Exercise notebooks (masters and students) install normlib the same way as the chapters.
-@pytest.mark.skipif(not ALL_NOTEBOOKS, reason="no notebooks yet")
-@pytest.mark.parametrize("nb_path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
-def test_setup_cell_installs_normlib_from_repository_url(nb_path):
-    url = repository_url()
-    problems = setup_cell_problems(json.loads(nb_path.read_text(encoding="utf-8")), url)
-    assert not problems, f"{nb_path.relative_to(ROOT)}: " + "; ".join(problems)
+def device_problems(nb):
+    """Notebooks use normlib.device() (CUDA, MPS or the CPU), never a hard-coded device."""
+    return [
+        f"cell {i}: hard-coded device {m.group(0)!r} (use normlib.device())"
+        for i, cell in enumerate(nb["cells"])
+        if cell.get("cell_type") == "code"
+        for m in [HARD_CODED_DEVICE.search(cn.cell_source(cell))]
+        if m
+    ]
 
 
-@pytest.mark.skipif(not ALL_NOTEBOOKS, reason="no notebooks yet")
-@pytest.mark.parametrize("nb_path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
-def test_notebook_stored_without_outputs(nb_path):
-    problems = output_problems(json.loads(nb_path.read_text(encoding="utf-8")))
-    assert not problems, f"{nb_path.relative_to(ROOT)} is stored with outputs:\n" + "\n".join(problems)
+@pytest.mark.skipif(not NOTEBOOKS, reason="no course notebooks")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_setup_cell_is_canonical(path):
+    problems = cn.setup_problems(_load(path), cn.kind(path))
+    assert not problems, f"{cn.relative(path)}: " + "; ".join(problems)
 
 
-def _nb(*sources, outputs=None, count=None):
-    return {"cells": [{"cell_type": "code", "source": s, "outputs": outputs or [], "execution_count": count,
-                       "metadata": {}} for s in sources]}
+@pytest.mark.skipif(not NOTEBOOKS, reason="no course notebooks")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_conventions(path):
+    nb = _load(path)
+    problems = output_problems(nb) + folding_problems(nb) + device_problems(nb)
+    assert not problems, f"{cn.relative(path)}:\n" + "\n".join(problems)
+
+
+def _nb(*sources, outputs=None, count=None, metadata=None):
+    return {
+        "cells": [
+            {"cell_type": "code", "source": s, "outputs": outputs or [], "execution_count": count,
+             "metadata": metadata or {}}
+            for s in sources
+        ]
+    }  # fmt: skip
 
 
 def test_checkers_can_fail():
-    url = "https://github.com/example/course"
-    good = _nb(f"try:\n    import normlib\nexcept ImportError:\n    %pip install -q git+{url}\n    import normlib\n",
-               "normlib.seed(0)")
-    assert setup_cell_problems(good, url) == []
-    assert setup_cell_problems(_nb("import normlib"), url)  # no install at all
-    assert setup_cell_problems(_nb(f"%pip install git+{url}.git\nimport normlib"), url)  # not exactly the URL
-    assert setup_cell_problems(_nb("import normlib", f"%pip install git+{url}\nimport normlib"), url)  # too late
-    assert output_problems(good) == []
+    block = cn.setup_block("chapter")
+    assert cn.setup_problems(_nb(block + "\nimport torch\n", "normlib.seed(0)"), "chapter") == []
+    assert cn.setup_problems(_nb("import normlib"), "chapter")  # no install at all
+    url = cn.repository_url()
+    old_form = f"try:\n    import normlib\nexcept ImportError:\n    %pip install -q git+{url}\n    import normlib\n"
+    assert cn.setup_problems(_nb(old_form), "chapter")  # the older template
+    assert cn.setup_problems(_nb("import torch", block), "chapter")  # not the first code cell
+    assert cn.setup_problems(_nb(block), "student")  # a student notebook also needs otter
+    assert cn.setup_problems(_nb(cn.setup_block("student")), "student") == []
     assert output_problems(_nb("print(1)", outputs=[{"output_type": "stream", "text": "1"}]))
     assert output_problems(_nb("print(1)", count=3))
+    assert folding_problems(_nb("assert True", metadata={"tags": ["hide-input"]}))
+    labelled = {"tags": ["hide-input"], "mystnb": {"code_prompt_show": "Show the check"}}
+    assert folding_problems(_nb("assert True", metadata=labelled)) == []
+    assert device_problems(_nb("x = x.cuda()"))
+    assert device_problems(_nb("model.to(device='cuda')"))
+    assert device_problems(_nb("device = normlib.device()\nx = x.to(device)")) == []
+
+
+def test_sync_rewrites_any_older_set_up_block():
+    """scripts/sync_setup_cells.py's rewrite: the old install statements go, the rest stays."""
+    url = cn.repository_url()
+    old = (
+        f"try:\n    import normlib\nexcept ImportError:  # e.g. on Colab\n"
+        f"    %pip install -q git+{url}\n    import normlib\n\nimport torch\n\nnormlib.seed(0)"
+    )
+    new = cn.replace_setup_block(old, cn.setup_block("chapter"))
+    assert new.startswith(cn.setup_block("chapter"))
+    assert new.endswith("\nimport torch\n\nnormlib.seed(0)") and new.count("%pip") == 1
+    assert cn.replace_setup_block(new, cn.setup_block("chapter")) == new  # idempotent
+    student = cn.replace_setup_block(new, cn.setup_block("student"))
+    assert student.startswith(cn.setup_block("student")) and student.count("import otter") == 2
+    assert cn.replace_setup_block("import torch", cn.setup_block("chapter")).endswith("\nimport torch")
+
+
+def test_setup_block_installs_from_the_repository_url():
+    url = cn.repository_url()
+    block = cn.setup_block("chapter")
+    assert f'"git+{url}"' in block and f'"{cn.SOURCE_VARIABLE}"' in block
+    assert all(len(line) <= cn.NOTEBOOK_LINE_LENGTH or "noqa: E501" in line for line in block.splitlines())
+
+
+def test_notebook_list_excludes_instructor_notebooks():
+    assert cn.is_listed(ROOT / "chapters/01_one_recipe.ipynb")
+    assert cn.is_listed(ROOT / "exercises/ex01_normalize/ex01_normalize.ipynb")
+    assert cn.kind(ROOT / "exercises/ex01_normalize/ex01_normalize.ipynb") == "student"
+    assert not cn.is_listed(ROOT / "exercises/ex01/autograder/ex01.ipynb")
+    assert not cn.is_listed(ROOT / "exercises/ex01/ex01-master.ipynb")
+    assert not cn.is_listed(ROOT / "chapters/.ipynb_checkpoints/01-checkpoint.ipynb")
+    assert not cn.is_listed(ROOT / "_build/html/_sources/chapters/01_one_recipe.ipynb")
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def test_workflow_runs_the_tests_and_deploys_pages_from_main():
+    yaml = pytest.importorskip("yaml")
+    path = ROOT / ".github" / "workflows" / "book.yml"
+    workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert "push" in triggers and "main" in triggers["push"]["branches"]
+    jobs = workflow["jobs"]
+    test_steps = jobs["test"]["steps"]
+    assert any("bash .ci/run" in str(step.get("run", "")) for step in test_steps), "the test job runs .ci/run"
+    deploy = jobs["deploy"]
+    assert deploy["needs"] in ("test", ["test"]) and "refs/heads/main" in deploy["if"]
+    assert deploy["environment"]["name"] == "github-pages"
+    assert any(str(step.get("uses", "")).startswith("actions/deploy-pages@") for step in deploy["steps"])
+    upload = [s for s in test_steps if str(s.get("uses", "")).startswith("actions/upload-pages-artifact@")]
+    assert upload and upload[0]["with"]["path"] == "_build/html"
+    assert workflow["permissions"]["pages"] == "write" and workflow["permissions"]["id-token"] == "write"
+
+
+def test_licences_and_citation():
+    yaml = pytest.importorskip("yaml")
+    code = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert code.startswith("MIT License")
+    text = (ROOT / "LICENSE-CONTENT.md").read_text(encoding="utf-8")
+    assert "Creative Commons Attribution 4.0 International" in text and "CC BY 4.0" in text
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    for key in ("cff-version", "message", "title", "authors", "license"):
+        assert citation.get(key), f"CITATION.cff has no {key}"
+    assert set(citation["license"]) == {"MIT", "CC-BY-4.0"}
+    # repository.url in _config.yml stays the one place the address lives (a fork changes
+    # only that line): GitHub's "Cite this repository" adds the address itself.
+    assert "repository-code" not in citation and "url" not in citation

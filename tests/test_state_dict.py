@@ -1,12 +1,13 @@
 """state_dict round trips in both directions with torch.nn, and a whole-model swap."""
+
 from collections import OrderedDict
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import assert_close, compare_modules, make_gen, randn
 
 import normlib
-from conftest import assert_close, compare_modules, make_gen, randn
 
 # (class name, constructor args, kwargs, input shape)
 SPECS = [
@@ -82,7 +83,9 @@ def test_state_dict_keys_shapes_dtypes_equal(spec):
     assert list(sg) == list(sr)
     for k in sr:
         assert sg[k].shape == sr[k].shape and sg[k].dtype == sr[k].dtype, k
-    assert getattr(sg, "_metadata", {}).get("", {}).get("version") == getattr(sr, "_metadata", {}).get("", {}).get("version")
+    assert getattr(sg, "_metadata", {}).get("", {}).get("version") == getattr(sr, "_metadata", {}).get("", {}).get(
+        "version"
+    )
 
 
 @pytest.mark.parametrize("cls", ["BatchNorm1d", "BatchNorm2d", "InstanceNorm2d"])

@@ -1,4 +1,5 @@
 """normlib.viz: the book's colours, the N x C x (H.W) partition and the explorer control."""
+
 import re
 import sys
 
@@ -11,7 +12,7 @@ import torch  # noqa: E402
 
 import normlib  # noqa: E402
 from normlib import viz  # noqa: E402
-from normlib.functional import normalize, norm_dims  # noqa: E402
+from normlib.functional import norm_dims, normalize  # noqa: E402
 
 
 def test_one_distinct_colour_and_label_per_method():
@@ -57,8 +58,45 @@ def _frames(count):
     for i in range(count):
         fig, ax = plt.subplots(figsize=(1.5, 1.5))
         ax.plot([0, 1], [0, i])
+        ax.set_title(f"frame ends at {i}")
         figures.append(fig)
     return figures
+
+
+def test_figure_description_reads_the_titles_into_the_png():
+    fig, (left, right) = plt.subplots(1, 2)
+    fig.suptitle("Only BN\nchanges")
+    left.set_title("before")
+    right.set_title("after", loc="right")
+    assert viz.figure_description(fig) == "Only BN changes; before; after"
+    assert viz.png_description(viz.figure_to_png(fig)) == "Only BN changes; before; after"
+    untitled, _ = plt.subplots()
+    assert viz.figure_description(untitled) == ""
+    plt.close("all")
+
+
+def test_use_style_makes_notebook_figures_carry_their_description():
+    """In a notebook (IPython with the inline backend), a shown figure's PNG holds its titles,
+    which the book turns into the image's alt text."""
+    import base64
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+
+    shell = InteractiveShell.instance()
+    try:
+        select_figure_formats(shell, {"png"})  # what the inline backend registers for Figures
+        viz.use_style()
+        viz.use_style()  # twice: still one description, not a wrapped wrapper
+        fig, ax = plt.subplots()
+        ax.set_title("A title that states the finding")
+        data, _ = shell.display_formatter.format(fig, include={"image/png"})
+        png = data["image/png"]
+        png = base64.b64decode(png) if isinstance(png, str) else png
+        assert viz.png_description(png) == "A title that states the finding"
+    finally:
+        plt.close("all")
+        InteractiveShell.clear_instance()
 
 
 def test_explorer_links_slider_to_stack_in_the_browser():
@@ -66,24 +104,32 @@ def test_explorer_links_slider_to_stack_in_the_browser():
     box = viz.explorer(_frames(3), ["a", "b", "c"], description="pick")
     slider, stack = box.children
     assert list(slider.options) == ["a", "b", "c"] and slider.index == 0
-    assert len(stack.children) == 3 and all(isinstance(img, widgets.Image) for img in stack.children)
-    assert len({img.value for img in stack.children}) == 3  # one distinct PNG per frame
+    assert len(stack.children) == 3 and all(isinstance(frame, widgets.HTML) for frame in stack.children)
+    assert len({frame.value for frame in stack.children}) == 3  # one distinct PNG per frame
+    # Each frame is an <img> with alt text: the caption, the label and the figure's title.
+    for frame, name, line_end in zip(stack.children, ["a", "b", "c"], [0, 1, 2]):
+        alt = re.search(r'<img src="data:image/png;base64,[^"]+" alt="([^"]*)"', frame.value).group(1)
+        assert alt == f"pick {name}: frame ends at {line_end}"
     # The link must be a jslink (runs in the browser, so it works in the static book), not a
     # Python-side observer: find the LinkModel that ties the two together.
     from ipywidgets.widgets.widget import _instances as live  # every widget alive in this kernel
     from ipywidgets.widgets.widget_link import Link
 
-    links = [w for w in live.values() if isinstance(w, Link)
-             and w.source == (slider, "index") and w.target == (stack, "selected_index")]
+    links = [
+        w
+        for w in live.values()
+        if isinstance(w, Link) and w.source == (slider, "index") and w.target == (stack, "selected_index")
+    ]
     assert len(links) == 1
     assert not plt.get_fignums(), "explorer must close the figures it rendered"
 
 
 def test_explorer_without_ipywidgets_is_an_offline_animation(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
-    html = viz.explorer(_frames(2), ["a", "b"]).data
+    html = viz.explorer(_frames(2), ["a", "b"], description="pick").data
     assert html.count("data:image/png;base64") >= 2 or "frames[" in html
     assert not re.search(r"https?://", html), "the fallback must not load anything from the network"
+    assert '<img alt="pick" id=' in html  # the animation's frame has alt text
 
 
 def test_explorer_rejects_bad_labels():

@@ -1,21 +1,26 @@
 """weight_norm: parity with torch.nn.utils.parametrizations.weight_norm."""
+
 import copy
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import assert_close, make_gen, randn
 from torch.nn.utils.parametrizations import weight_norm as torch_weight_norm
 
 import normlib
-from conftest import assert_close, make_gen, randn
 
 MODULES = [
     pytest.param(lambda: nn.Linear(5, 4), (3, 5), id="linear"),
     pytest.param(lambda: nn.Conv2d(3, 4, 3, padding=1), (2, 3, 5, 5), id="conv2d"),
     pytest.param(lambda: nn.Conv1d(2, 3, 2), (2, 2, 6), id="conv1d"),
 ]
-DIMS = [pytest.param(0, id="dim0"), pytest.param(1, id="dim1"), pytest.param(None, id="dimNone"),
-        pytest.param(-1, id="dim-1")]  # -1 is PyTorch's spelling of None: one norm for the whole tensor
+DIMS = [
+    pytest.param(0, id="dim0"),
+    pytest.param(1, id="dim1"),
+    pytest.param(None, id="dimNone"),
+    pytest.param(-1, id="dim-1"),
+]  # -1 is PyTorch's spelling of None: one norm for the whole tensor
 
 
 def build(make, dim, device, seed=0):
