@@ -32,9 +32,12 @@ EXCLUDE = (
     "**/.ipynb_checkpoints/**",
     "**/_build/**",
     "exercises/**/autograder/**",  # otter's generated autograder copies hold the solutions
-    "exercises/**/*master*.ipynb",  # otter master notebooks (solutions and hidden tests)
+    "exercises/source/**",  # otter master notebooks (solutions and hidden tests)
 )
 STUDENT = ("exercises/**",)
+# Master notebooks are not executed as students' notebooks (otter runs them), but their first
+# code cell *becomes* the student notebook's set-up cell, so it has the student form too.
+MASTERS = ("exercises/source/*.ipynb",)
 
 # The variable a set-up cell reads for where to install normlib from; the default is
 # `git+<repository.url>` from _config.yml. tests/nbval_course.py points it at a wheel built
@@ -72,6 +75,17 @@ def course_notebooks(root: Path = ROOT) -> list[Path]:
     for pattern in INCLUDE:
         found.update(p for p in root.glob(pattern) if p.is_file())
     return sorted(p for p in found if is_listed(p, root))
+
+
+def master_notebooks(root: Path = ROOT) -> list[Path]:
+    """The exercise masters (sources of the student notebooks), sorted by path."""
+    return sorted({p for pattern in MASTERS for p in root.glob(pattern) if p.is_file()})
+
+
+def setup_notebooks(root: Path = ROOT) -> list[Path]:
+    """Every notebook whose first code cell must be a canonical set-up block: the course
+    notebooks and the exercise masters (whose set-up cell the student notebooks copy)."""
+    return sorted(set(course_notebooks(root)) | set(master_notebooks(root)))
 
 
 # --------------------------------------------------------------------------- set-up cell

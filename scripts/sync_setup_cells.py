@@ -4,7 +4,8 @@
     .venv/bin/python scripts/sync_setup_cells.py          # rewrite the notebooks that differ
     .venv/bin/python scripts/sync_setup_cells.py --check  # only list them (exit 1 if any)
 
-The notebooks are those of scripts/course_notebooks.py; the block comes from the same module
+The notebooks are those of scripts/course_notebooks.py plus the exercise masters (whose first
+code cell `make exercises` copies into the student notebooks: run it after syncing); the block comes from the same module
 (chapters and student exercise notebooks have one form each; the repository URL is
 `repository.url` in _config.yml). The old install statements at the top of the first code cell
 (``try: import normlib ... except ImportError: ...``, in any earlier form) are replaced; the
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook differs")
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every course notebook")
     args = parser.parse_args(argv)
-    paths = args.notebooks or cn.course_notebooks()
+    paths = args.notebooks or cn.setup_notebooks()
     changed = [p for p in paths if sync(p, args.check)]
     if args.check and changed:
         print(f"{len(changed)} notebook(s) differ: run scripts/sync_setup_cells.py", file=sys.stderr)

@@ -71,8 +71,11 @@ def device_problems(nb):
     ]
 
 
-@pytest.mark.skipif(not NOTEBOOKS, reason="no course notebooks")
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+SETUP_NOTEBOOKS = cn.setup_notebooks()  # the course notebooks and the exercise masters
+
+
+@pytest.mark.skipif(not SETUP_NOTEBOOKS, reason="no course notebooks")
+@pytest.mark.parametrize("path", SETUP_NOTEBOOKS, ids=_ids(SETUP_NOTEBOOKS))
 def test_setup_cell_is_canonical(path):
     problems = cn.setup_problems(_load(path), cn.kind(path))
     assert not problems, f"{cn.relative(path)}: " + "; ".join(problems)
