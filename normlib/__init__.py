@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from . import data, functional, invariance, models, probes, recurrent, reference, style, train, transformer
-from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
-from .ibn import IBNorm
+from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .factory import NORM_NAMES, default_num_groups, make_norm
+from .ibn import IBNorm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
 from .weight_norm import weight_norm

@@ -52,8 +52,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import normlib
 
-__all__ = ["Case", "CASES", "Traffic", "traffic", "seconds", "best_times", "measure", "format_table", "format_compile_table", "describe",
-           "stored_results", "main"]
+__all__ = [
+    "Case",
+    "CASES",
+    "Traffic",
+    "traffic",
+    "seconds",
+    "best_times",
+    "measure",
+    "format_table",
+    "format_compile_table",
+    "describe",
+    "stored_results",
+    "main",
+]
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,9 @@ CASES: List[Case] = [
     Case("BatchNorm2d (train)", "bn", lambda: nn.BatchNorm2d(64), lambda: normlib.BatchNorm2d(64), (32, 64, 28, 28)),
     Case("LayerNorm(512)", "ln", lambda: nn.LayerNorm(512), lambda: normlib.LayerNorm(512), (32, 128, 512)),
     Case("GroupNorm(32, 64)", "gn", lambda: nn.GroupNorm(32, 64), lambda: normlib.GroupNorm(32, 64), (32, 64, 28, 28)),
-    Case("InstanceNorm2d(64)", "in", lambda: nn.InstanceNorm2d(64), lambda: normlib.InstanceNorm2d(64), (32, 64, 28, 28)),
+    Case(
+        "InstanceNorm2d(64)", "in", lambda: nn.InstanceNorm2d(64), lambda: normlib.InstanceNorm2d(64), (32, 64, 28, 28)
+    ),
     Case("RMSNorm(512)", "rms", lambda: nn.RMSNorm(512), lambda: normlib.RMSNorm(512), (32, 128, 512)),
 ]
 
@@ -184,8 +198,9 @@ def seconds(fn: Callable[[], object], min_run_time: float = 0.1, clock: str = "w
     return best
 
 
-def best_times(fns: Dict[str, Callable[[], object]], rounds: int = 3, min_run_time: float = 0.05,
-               clock: str = "wall") -> Dict[str, List[float]]:
+def best_times(
+    fns: Dict[str, Callable[[], object]], rounds: int = 3, min_run_time: float = 0.05, clock: str = "wall"
+) -> Dict[str, List[float]]:
     """Time several functions in interleaved rounds; returns each one's list of per-round times.
 
     Interleaving means that a burst of load from another program hits every function in
@@ -260,8 +275,9 @@ def measure(
             torch.autograd.grad(compiled(x), [x] + list(module.parameters()), dy)
             _sync(device)
             backward_seconds = time.perf_counter() - started
-            compile_times.append({"layer": case.name, "shape": list(shape), "forward_s": forward_seconds,
-                                  "backward_s": backward_seconds})
+            compile_times.append(
+                {"layer": case.name, "shape": list(shape), "forward_s": forward_seconds, "backward_s": backward_seconds}
+            )
             log(f"compiled {case.name}: {forward_seconds:.1f} s forward, {backward_seconds:.1f} s backward")
             impls["compiled"] = compiled
         _check_agree(impls, x)
@@ -284,11 +300,14 @@ def measure(
             for name in impls:
                 row[f"{name}_ms"] = best[name] * 1e3
                 # fraction of copy bandwidth: (moved bytes / t) / (2 tensors / t_copy)
-                row[f"{name}_bw"] = _summary([moved / 2 * c / t for c, t in zip(times["copy"], times[name])],
-                                             moved / 2 * best["copy"] / best[name])
+                row[f"{name}_bw"] = _summary(
+                    [moved / 2 * c / t for c, t in zip(times["copy"], times[name])],
+                    moved / 2 * best["copy"] / best[name],
+                )
                 if name != "native":
-                    row[f"{name}_ratio"] = _summary([t / n for t, n in zip(times[name], times["native"])],
-                                                    best[name] / best["native"])
+                    row[f"{name}_ratio"] = _summary(
+                        [t / n for t, n in zip(times[name], times["native"])], best[name] / best["native"]
+                    )
             results.append(row)
             log(f"{case.name} {pass_name}: done")
     return {
@@ -351,8 +370,13 @@ def format_table(run: Dict) -> str:
     header += ["native % copy BW", "eager % copy BW"] + (["compiled % copy BW"] if has_compiled else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     for row in run["results"]:
-        cells = [row["layer"], "×".join(str(s) for s in row["shape"]), row["pass"], f"{row['native_ms']:.3f}",
-                 _ratio(row["eager_ratio"])]
+        cells = [
+            row["layer"],
+            "×".join(str(s) for s in row["shape"]),
+            row["pass"],
+            f"{row['native_ms']:.3f}",
+            _ratio(row["eager_ratio"]),
+        ]
         if has_compiled:
             cells.append(_ratio(row["compiled_ratio"]) if "compiled_ratio" in row else "")
         for name in ("native", "eager") + (("compiled",) if has_compiled else ()):
@@ -365,8 +389,10 @@ def format_compile_table(run: Dict) -> str:
     """Compile times of :func:`measure` (first forward, first backward) as a Markdown table."""
     lines = ["| layer | shape | compile forward s | compile backward s |", "|---|---|---:|---:|"]
     for row in run["compile_times"]:
-        lines.append(f"| {row['layer']} | {'×'.join(str(s) for s in row['shape'])} | {row['forward_s']:.1f} | "
-                     f"{row['backward_s']:.1f} |")
+        lines.append(
+            f"| {row['layer']} | {'×'.join(str(s) for s in row['shape'])} | {row['forward_s']:.1f} | "
+            f"{row['backward_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -374,9 +400,11 @@ def describe(run: Dict) -> str:
     """One line: where and how the run was made."""
     copy = statistics.median(row["copy_GBps"] for row in run["results"])
     clock = "CPU time of the timing thread" if run.get("clock") == "cpu" else "wall-clock time"
-    return (f"{run['device']} ({run['device_name']}), torch {run['torch']}, {run['threads']} threads, "
-            f"{run['dtype']}, {clock}, {run['rounds']} interleaved rounds, {run['date']}; "
-            f"copy bandwidth (x.clone()) about {copy:.0f} GB/s")
+    return (
+        f"{run['device']} ({run['device_name']}), torch {run['torch']}, {run['threads']} threads, "
+        f"{run['dtype']}, {clock}, {run['rounds']} interleaved rounds, {run['date']}; "
+        f"copy bandwidth (x.clone()) about {copy:.0f} GB/s"
+    )
 
 
 def stored_results() -> Dict:
@@ -391,14 +419,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     parser.add_argument("--quick", action="store_true", help="quarter-size inputs, 3 short rounds")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled path")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before timing")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="wall-clock time (default), or the CPU time of the timing thread (steadier on a "
-                             "shared machine; needs --device cpu --threads 1)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall-clock time (default), or the CPU time of the timing thread (steadier on a "
+        "shared machine; needs --device cpu --threads 1)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, quick 3)")
     parser.add_argument("--layers", nargs="*", default=None, help="keys to run: bn ln gn in rms (default: all)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument("--save-stored", action="store_true",
-                        help=f"write the results to normlib/{STORED}, the copy Chapter 11 shows")
+    parser.add_argument(
+        "--save-stored", action="store_true", help=f"write the results to normlib/{STORED}, the copy Chapter 11 shows"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -143,9 +143,7 @@ def _pairs_from_children(model: nn.Module) -> Tuple[List[Tuple[str, str]], Dict[
                 elif isinstance(previous[1], _FOLDABLE):
                     pairs.append((previous[0], name))
                 else:
-                    unpaired[name] = (
-                        f"it follows {previous[0]} ({_describe(previous[1])}), not a conv or linear layer"
-                    )
+                    unpaired[name] = f"it follows {previous[0]} ({_describe(previous[1])}), not a conv or linear layer"
             previous = (name, child)
     return pairs, unpaired
 
@@ -257,7 +255,9 @@ def _bn_input_ranks(model: nn.Module, example_input) -> Dict[str, int]:
     return ranks
 
 
-def fold_bn(model: nn.Module, example_input: Optional[Tensor] = None, *, atol: float = 1e-4, rtol: float = 1e-4) -> nn.Module:
+def fold_bn(
+    model: nn.Module, example_input: Optional[Tensor] = None, *, atol: float = 1e-4, rtol: float = 1e-4
+) -> nn.Module:
     """An inference copy of ``model`` with every foldable conv/linear + BatchNorm pair merged.
 
     In ``eval()`` mode a BatchNorm layer is an affine map per channel,
@@ -415,8 +415,7 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: Opti
     }
     modes = {module: module.training for module in model.modules()}
     hooks = [
-        bn.register_forward_pre_hook(lambda module, args, name=name: moments[name].add(args[0]))
-        for name, bn in layers
+        bn.register_forward_pre_hook(lambda module, args, name=name: moments[name].add(args[0])) for name, bn in layers
     ]
     device = _model_device(model)
     used = 0
@@ -471,23 +470,19 @@ CHECKS = {
     ),
     "no-running-stats": (
         "error",
-        "no running statistics (track_running_stats=False): normalizes with the batch's "
-        "statistics even in eval()",
-        "build the layer with track_running_stats=True and fill the statistics with "
-        "normlib.recompute_bn_stats",
+        "no running statistics (track_running_stats=False): normalizes with the batch's statistics even in eval()",
+        "build the layer with track_running_stats=True and fill the statistics with normlib.recompute_bn_stats",
     ),
     "batch-of-one": (
         "error",
         "normalizes a batch of one example with that example's own statistics (in training "
         "this raises when each channel holds one value)",
-        "evaluate in eval() mode; in training use batches of 2 or more (drop_last=True drops "
-        "a last batch of one)",
+        "evaluate in eval() mode; in training use batches of 2 or more (drop_last=True drops a last batch of one)",
     ),
     "small-batch": (
         "warning",
         "too few values per statistic for reliable batch statistics",
-        "use larger batches, or a normalizer whose statistics stay inside each sample "
-        "(GroupNorm, LayerNorm)",
+        "use larger batches, or a normalizer whose statistics stay inside each sample (GroupNorm, LayerNorm)",
     ),
     "stale-stats": (
         "error",
@@ -541,7 +536,9 @@ class Diagnosis(Sequence):
     def __str__(self) -> str:
         if not self.findings:
             return ""
-        lines = [f"BatchNorm doctor ({self.phase}): {len(self.findings)} problem(s) in {self.num_layers} BatchNorm layer(s)"]
+        lines = [
+            f"BatchNorm doctor ({self.phase}): {len(self.findings)} problem(s) in {self.num_layers} BatchNorm layer(s)"
+        ]
         for finding in self.findings:
             lines += _wrap(f"[{finding.severity}] {finding.check}: {', '.join(finding.layers)}", "")
             lines += _wrap(finding.problem, "    problem: ")
@@ -684,7 +681,12 @@ def diagnose(
     stale, worst = [], (0.0, 1.0)
     for name, bn in layers:
         s = seen.get(name)
-        if s is None or not _has_running_stats(bn) or s.mean.numel() == 0 or _values_per_statistic(s.shape) < min_values:
+        if (
+            s is None
+            or not _has_running_stats(bn)
+            or s.mean.numel() == 0
+            or _values_per_statistic(s.shape) < min_values
+        ):
             continue
         running_mean = _cpu64(saved[name]["running_mean"])
         running_var = _cpu64(saved[name]["running_var"])
@@ -693,7 +695,9 @@ def diagnose(
         if shift > mean_tolerance or log_ratio > math.log(variance_ratio):
             stale.append(name)
             worst = max(worst[0], shift), max(worst[1], math.exp(log_ratio))
-    add("stale-stats", stale, f" (median shift up to {worst[0]:.2f} running std, variance off by up to {worst[1]:.2f}x)")
+    add(
+        "stale-stats", stale, f" (median shift up to {worst[0]:.2f} running std, variance off by up to {worst[1]:.2f}x)"
+    )
 
     frozen = []
     for name, bn in layers:
@@ -704,6 +708,10 @@ def diagnose(
 
     pairs, _, _ = conv_bn_pairs(model)
     biased = [(layer, bn) for layer, bn in pairs if model.get_submodule(layer).bias is not None]
-    add("bias-before-bn", [bn for _, bn in biased], "" if not biased else f" (bias in: {', '.join(l for l, _ in biased)})")
+    add(
+        "bias-before-bn",
+        [bn for _, bn in biased],
+        "" if not biased else f" (bias in: {', '.join(l for l, _ in biased)})",
+    )
 
     return Diagnosis(findings, phase, len(layers), notes)

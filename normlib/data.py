@@ -276,8 +276,15 @@ def shapes(
     offset = rng.uniform(brightness[0], brightness[1], total)[:, None, None]
     images = (offset + gain * pixels)[:, None]  # (N, 1, size, size)
     return _finish(
-        "shapes", images[:num_train], kind[:num_train], images[num_train:], kind[num_train:], len(SHAPE_CLASSES),
-        False, device, dtype,
+        "shapes",
+        images[:num_train],
+        kind[:num_train],
+        images[num_train:],
+        kind[num_train:],
+        len(SHAPE_CLASSES),
+        False,
+        device,
+        dtype,
     )
 
 
@@ -315,7 +322,6 @@ def batches(
         yield x[index], y[index]
 
 
-
 # --------------------------------------------------------------------------- text (chapter 6)
 #
 # Sequences for the recurrent-network chapter: next-character prediction on a text that
@@ -336,7 +342,9 @@ class TextDataset(Dataset):
     def __post_init__(self):
         super().__post_init__()
         if len(self.vocabulary) != self.num_classes:
-            raise ValueError(f"{self.name}: {len(self.vocabulary)} characters in the vocabulary but {self.num_classes} classes")
+            raise ValueError(
+                f"{self.name}: {len(self.vocabulary)} characters in the vocabulary but {self.num_classes} classes"
+            )
 
     def encode(self, text: str) -> Tensor:
         """int64 ids of ``text`` (on the dataset's device); unknown characters raise a KeyError."""
@@ -450,8 +458,18 @@ def exposure_task(
 
 
 # Colour photographs inside scikit-image's wheel (no download; pooch-backed images are not listed).
-SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
-                 "brick", "grass", "gravel", "camera")
+SAMPLE_IMAGES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "brick",
+    "grass",
+    "gravel",
+    "camera",
+)
 
 
 def sample_image(name: str, size: int = 64, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -344,8 +344,18 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     return y.to(x.dtype).reshape(x.shape), mean, var
 
 
-def _fused_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor], mean: Tensor, var: Tensor,
-                    eps: float, center: bool, needs_weight: bool, needs_bias: bool):
+def _fused_backward(
+    dy: Tensor,
+    x: Tensor,
+    view: _View,
+    weight: Optional[Tensor],
+    mean: Tensor,
+    var: Tensor,
+    eps: float,
+    center: bool,
+    needs_weight: bool,
+    needs_bias: bool,
+):
     """Closed-form gradients with one full-size buffer. With g = dy * gamma, x_hat the standardized
     x and sums over each statistic's m values:
 
@@ -381,7 +391,9 @@ def _fused_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor]
             grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
             grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
         if needs_bias:
-            grad_bias = per_channel_dy.sum(0, keepdim=True).sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
+            grad_bias = (
+                per_channel_dy.sum(0, keepdim=True).sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
+            )
         w3 = 1.0 if w is None else w.reshape(view.affine_shape[:3])
         dot = (per_channel_dot * w3).sum(2)
         g_sum = (per_channel_dy * w3).sum(2)
@@ -461,19 +473,36 @@ class _NormalizeFunction(torch.autograd.Function):
             grad_input, grad_weight, grad_bias = _plain_backward(grad_output, x, ctx.view, weight, ctx.eps, ctx.center)
         else:
             grad_input, grad_weight, grad_bias = _fused_backward(
-                grad_output, x, ctx.view, weight, mean, var, ctx.eps, ctx.center,
-                ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+                grad_output,
+                x,
+                ctx.view,
+                weight,
+                mean,
+                var,
+                ctx.eps,
+                ctx.center,
+                ctx.needs_input_grad[1],
+                ctx.needs_input_grad[2],
+            )
         grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None, None, None
 
 
-def _normalize_layer(x: Tensor, dims: Tuple[int, ...], eps: float, weight: Optional[Tensor] = None,
-                     bias: Optional[Tensor] = None, center: bool = True):
+def _normalize_layer(
+    x: Tensor,
+    dims: Tuple[int, ...],
+    eps: float,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    center: bool = True,
+):
     """What LayerNorm, GroupNorm, InstanceNorm and RMSNorm call: ``normalize(x, dims, eps,
     weight=..., bias=...)`` with the same ``(y, mean, var)``, run by the fused Function in eager
     mode when ``dims`` and gamma/beta have a shape it handles, else by ``normalize`` itself."""
     dims = _as_dims(dims, x.dim())
-    view = _fused_view(tuple(x.shape), dims, weight if weight is not None else bias, bias if weight is not None else None)
+    view = _fused_view(
+        tuple(x.shape), dims, weight if weight is not None else bias, bias if weight is not None else None
+    )
     if torch.compiler.is_compiling() and torch.is_grad_enabled():
         # Under the compiler, keep only the inputs for the backward pass and recompute the
         # statistics there (where x is read anyway): saved statistics would be extra outputs
@@ -567,8 +596,17 @@ class BatchNormFunction(torch.autograd.Function):
         else:
             stat_shape = (1, view.shape[1], 1, 1)
             grad_input, grad_weight, grad_bias = _fused_backward(
-                grad_output, x, view, weight4, mean.reshape(stat_shape), var.reshape(stat_shape), ctx.eps, True,
-                ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+                grad_output,
+                x,
+                view,
+                weight4,
+                mean.reshape(stat_shape),
+                var.reshape(stat_shape),
+                ctx.eps,
+                True,
+                ctx.needs_input_grad[1],
+                ctx.needs_input_grad[2],
+            )
         if grad_weight is not None:
             grad_weight = grad_weight.reshape(weight.shape).to(weight.dtype)
         grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.reshape(-1).to(ctx.bias_dtype)
@@ -664,7 +702,9 @@ def batch_norm(
             y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
         else:  # torch.compile, torch.func: the readable recipe
             shape = _channel_shape(input)
-            y, mean, var = normalize(input, norm_dims("bn", input.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape))
+            y, mean, var = normalize(
+                input, norm_dims("bn", input.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape)
+            )
             mean, var = mean.flatten(), var.flatten()
         if input.numel() > 0:  # an empty batch has no statistics: keep the running ones, as PyTorch does
             values_per_stat = input.numel() // input.shape[1]
@@ -880,12 +920,10 @@ def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
         )
     if style.shape[0] not in (1, content.shape[0]):
         raise ValueError(
-            "adain: style batch size must be 1 or the content's "
-            f"({content.shape[0]}), got {style.shape[0]}"
+            f"adain: style batch size must be 1 or the content's ({content.shape[0]}), got {style.shape[0]}"
         )
     dims = norm_dims("in", content.dim())
     _, style_mean, style_var = _moments(style, dims)
     _verify_spatial_size(content.size())
-    y, _, _ = normalize(content, dims, eps,
-                        weight=torch.sqrt(style_var + eps), bias=style_mean)
+    y, _, _ = normalize(content, dims, eps, weight=torch.sqrt(style_var + eps), bias=style_mean)
     return y

@@ -90,12 +90,12 @@ class IBNorm(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         if input.dim() != 4:
-            raise ValueError(
-                f"IBNorm: expected 4D input (N, C, H, W) (got {input.dim()}D input)")
+            raise ValueError(f"IBNorm: expected 4D input (N, C, H, W) (got {input.dim()}D input)")
         if input.size(1) != self.num_channels:
             raise ValueError(
                 f"IBNorm: expected {self.num_channels} channels in dim 1 "
-                f"(num_channels), got input of shape {list(input.shape)}")
+                f"(num_channels), got input of shape {list(input.shape)}"
+            )
         # Channels 0 .. k-1 to InstanceNorm, the others to BatchNorm.
         sizes = [self.instance_channels, self.batch_channels]
         instance_part, batch_part = torch.split(input, sizes, dim=1)

@@ -112,7 +112,9 @@ def invariance_table(
         W2, x2 = transform(W, x, generator)
         table[name] = {
             method: float(
-                (normalized_summed_inputs(method, W2, x2, eps) - normalized_summed_inputs(method, W, x, eps)).abs().max()
+                (normalized_summed_inputs(method, W2, x2, eps) - normalized_summed_inputs(method, W, x, eps))
+                .abs()
+                .max()
             )
             for method in methods
         }

@@ -300,7 +300,8 @@ class CharLSTM(nn.Module):
         return torch.tensor(ids, dtype=torch.int64)
 
 
-def char_lstm(vocab_size: int, hidden_size: int = 64, *, embedding_dim: int = 32, num_layers: int = 1,
-              layer_norm: bool = True) -> CharLSTM:
+def char_lstm(
+    vocab_size: int, hidden_size: int = 64, *, embedding_dim: int = 32, num_layers: int = 1, layer_norm: bool = True
+) -> CharLSTM:
     """A :class:`CharLSTM`; ``layer_norm=False`` gives the same network with torch's plain LSTM cell."""
     return CharLSTM(vocab_size, hidden_size, embedding_dim, num_layers, layer_norm)

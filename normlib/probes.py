@@ -21,7 +21,7 @@ called under ``torch.no_grad()`` (as ``fit`` calls its probes).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -176,9 +176,13 @@ class _LayerNormCellBase(nn.Module):
         """
         torch_class = nn.LSTMCell if cls.num_gates == 4 else nn.GRUCell
         if not isinstance(cell, torch_class):
-            raise TypeError(f"{cls.__name__}.from_torch expects a torch.nn.{torch_class.__name__}, got {type(cell).__name__}")
+            raise TypeError(
+                f"{cls.__name__}.from_torch expects a torch.nn.{torch_class.__name__}, got {type(cell).__name__}"
+            )
         weight = cell.weight_ih
-        new = cls(cell.input_size, cell.hidden_size, cell.bias, layer_norm, eps, device=weight.device, dtype=weight.dtype)
+        new = cls(
+            cell.input_size, cell.hidden_size, cell.bias, layer_norm, eps, device=weight.device, dtype=weight.dtype
+        )
         new.load_state_dict(cell.state_dict(), strict=not layer_norm)
         return new
 
@@ -281,7 +285,9 @@ def lengths_mask(lengths: Lengths, steps: int, device=None) -> Tensor:
     """
     lengths = torch.as_tensor(lengths, device=device)
     if lengths.dim() != 1 or lengths.is_floating_point() or lengths.is_complex():
-        raise ValueError(f"lengths must be a 1-D sequence of integers, got shape {tuple(lengths.shape)} of {lengths.dtype}")
+        raise ValueError(
+            f"lengths must be a 1-D sequence of integers, got shape {tuple(lengths.shape)} of {lengths.dtype}"
+        )
     if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > steps):
         raise ValueError(
             f"lengths must lie between 0 and the number of time steps {steps}, "
@@ -321,7 +327,13 @@ class _LayerNormRecurrentBase(nn.Module):
         self.layer_norm = layer_norm
         self.cells = nn.ModuleList(
             self.cell_class(
-                input_size if layer == 0 else hidden_size, hidden_size, bias, layer_norm, eps, device=device, dtype=dtype
+                input_size if layer == 0 else hidden_size,
+                hidden_size,
+                bias,
+                layer_norm,
+                eps,
+                device=device,
+                dtype=dtype,
             )
             for layer in range(num_layers)
         )
@@ -387,13 +399,22 @@ class _LayerNormRecurrentBase(nn.Module):
         """A copy of a ``torch.nn.LSTM``/``GRU`` (unidirectional, no projection, no dropout)."""
         torch_class = nn.LSTM if cls.cell_class is LayerNormLSTMCell else nn.GRU
         if not isinstance(module, torch_class):
-            raise TypeError(f"{cls.__name__}.from_torch expects a torch.nn.{torch_class.__name__}, got {type(module).__name__}")
+            raise TypeError(
+                f"{cls.__name__}.from_torch expects a torch.nn.{torch_class.__name__}, got {type(module).__name__}"
+            )
         if module.bidirectional or getattr(module, "proj_size", 0) or module.dropout:
             raise ValueError(f"{cls.__name__}.from_torch: bidirectional, proj_size and dropout are not supported")
         weight = module.weight_ih_l0
         new = cls(
-            module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
-            layer_norm, eps, device=weight.device, dtype=weight.dtype,
+            module.input_size,
+            module.hidden_size,
+            module.num_layers,
+            module.bias,
+            module.batch_first,
+            layer_norm,
+            eps,
+            device=weight.device,
+            dtype=weight.dtype,
         )
         with torch.no_grad():
             for layer, cell in enumerate(new.cells):
@@ -453,7 +474,9 @@ class LayerNormGRU(_LayerNormRecurrentBase):
     cell_class = LayerNormGRUCell
     _name = "GRU"
 
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None, lengths: Optional[Lengths] = None) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self, input: Tensor, hx: Optional[Tensor] = None, lengths: Optional[Lengths] = None
+    ) -> Tuple[Tensor, Tensor]:
         x, batched, mask = self._prepare(input, lengths)
         if hx is None:
             h0 = x.new_zeros(self.num_layers, x.shape[1], self.hidden_size)
@@ -511,7 +534,8 @@ class TimeStepBatchNorm(nn.Module):
         self.max_steps = max_steps
         self.beyond_max = beyond_max
         self.steps = nn.ModuleList(
-            BatchNorm1d(num_features, eps=eps, momentum=momentum, affine=False, **factory_kwargs) for _ in range(max_steps)
+            BatchNorm1d(num_features, eps=eps, momentum=momentum, affine=False, **factory_kwargs)
+            for _ in range(max_steps)
         )
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **factory_kwargs))
@@ -541,7 +565,9 @@ class TimeStepBatchNorm(nn.Module):
             )
         mask = None if lengths is None else lengths_mask(lengths, input.shape[0], device=input.device)
         if mask is not None and mask.shape[1] != input.shape[1]:
-            raise ValueError(f"TimeStepBatchNorm: got {mask.shape[1]} lengths for a batch of {input.shape[1]} sequences")
+            raise ValueError(
+                f"TimeStepBatchNorm: got {mask.shape[1]} lengths for a batch of {input.shape[1]} sequences"
+            )
         outputs = []
         for t in range(input.shape[0]):
             norm = self.norm_at(t)

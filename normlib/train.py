@@ -248,7 +248,8 @@ def activation_stats(
         raise ValueError("activation_stats: the model has no activation modules; pass `modules` by name")
     tensors = capture(model, x, names, where=where)
     return {
-        name: {"mean": float(t.float().mean()), "std": float(t.float().std(correction=0))} for name, t in tensors.items()
+        name: {"mean": float(t.float().mean()), "std": float(t.float().std(correction=0))}
+        for name, t in tensors.items()
     }
 
 
@@ -331,8 +332,15 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(optimizer, params, lr, momentum, weight_decay)
     history = History(
-        config=dict(steps=total, batch_size=batch_size, lr=lr, optimizer=optimizer if isinstance(optimizer, str) else "custom",
-                    momentum=momentum, weight_decay=weight_decay, seed=seed)
+        config=dict(
+            steps=total,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer if isinstance(optimizer, str) else "custom",
+            momentum=momentum,
+            weight_decay=weight_decay,
+            seed=seed,
+        )
     )
 
     def record(step):

@@ -81,7 +81,9 @@ class TransformerBlock(nn.Module):
         self.position = position
         self.activation = activation
         # Names as in torch.nn.TransformerEncoderLayer, so state dicts load either way.
-        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=0.0, bias=bias, batch_first=True, **factory_kwargs)
+        self.self_attn = nn.MultiheadAttention(
+            d_model, num_heads, dropout=0.0, bias=bias, batch_first=True, **factory_kwargs
+        )
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory_kwargs)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory_kwargs)
         self.norm1 = _token_norm(norm, d_model, eps)

@@ -82,10 +82,22 @@ METHOD_LABELS = {
 }
 
 _ALIASES = {
-    "batchnorm": "bn", "batch": "bn", "layernorm": "ln", "layer": "ln",
-    "instancenorm": "in", "instance": "in", "groupnorm": "gn", "group": "gn",
-    "rmsnorm": "rms", "weightnorm": "wn", "switchablenorm": "sn", "batchrenorm": "brn",
-    "brenorm": "brn", "ibnorm": "ibn", "instancebatchnorm": "ibn", "plain": "none",
+    "batchnorm": "bn",
+    "batch": "bn",
+    "layernorm": "ln",
+    "layer": "ln",
+    "instancenorm": "in",
+    "instance": "in",
+    "groupnorm": "gn",
+    "group": "gn",
+    "rmsnorm": "rms",
+    "weightnorm": "wn",
+    "switchablenorm": "sn",
+    "batchrenorm": "brn",
+    "brenorm": "brn",
+    "ibnorm": "ibn",
+    "instancebatchnorm": "ibn",
+    "plain": "none",
     "baseline": "none",
 }
 

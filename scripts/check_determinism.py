@@ -29,8 +29,12 @@ def _merge_streams(outputs):
     so one print can arrive as one output in one run and as two in the next."""
     merged = []
     for output in outputs:
-        if (merged and output.get("output_type") == "stream" and merged[-1].get("output_type") == "stream"
-                and merged[-1].get("name") == output.get("name")):
+        if (
+            merged
+            and output.get("output_type") == "stream"
+            and merged[-1].get("output_type") == "stream"
+            and merged[-1].get("name") == output.get("name")
+        ):
             merged[-1] = {**merged[-1], "text": merged[-1]["text"] + output["text"]}
         else:
             merged.append(output)

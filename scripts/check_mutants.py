@@ -15,6 +15,7 @@ listed), so a pre-existing failure cannot "kill" a mutant.
 
 Exit status: 0 if every mutant was killed, 1 if any survived, 2 on a setup error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,128 +36,154 @@ MUTANTS = {
     "unbiased_forward": (
         "normalize with the UNBIASED variance in the forward pass (running_var kept correct)",
         [
-            ("functional.py",
-             "var = (x - mean).square().mean(dim=dims, keepdim=True)",
-             "var = (x - mean).square().sum(dim=dims, keepdim=True) / max(x.numel() // mean.numel() - 1, 1)"),
+            (
+                "functional.py",
+                "var = (x - mean).square().mean(dim=dims, keepdim=True)",
+                "var = (x - mean).square().sum(dim=dims, keepdim=True) / max(x.numel() // mean.numel() - 1, 1)",
+            ),
             # the layers' fused path (eager mode) computes the variance in its own line
-            ("functional.py",
-             "var = square_sums.div_(m)",
-             "var = square_sums.div_(max(m - 1, 1))"),
+            ("functional.py", "var = square_sums.div_(m)", "var = square_sums.div_(max(m - 1, 1))"),
             # the batch variance is now already unbiased: store it as is, so only the forward is wrong
-            ("functional.py",
-             "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
-             "unbiased = batch_var"),
+            (
+                "functional.py",
+                "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
+                "unbiased = batch_var",
+            ),
         ],
     ),
     "keras_momentum": (
         "Keras's momentum convention: running = m * running + (1 - m) * batch",
         [
-            ("functional.py",
-             "running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)",
-             "running_mean.mul_(momentum).add_(batch_mean.to(running_mean.dtype), alpha=1 - momentum)"),
-            ("functional.py",
-             "running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)",
-             "running_var.mul_(momentum).add_(unbiased.to(running_var.dtype), alpha=1 - momentum)"),
+            (
+                "functional.py",
+                "running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)",
+                "running_mean.mul_(momentum).add_(batch_mean.to(running_mean.dtype), alpha=1 - momentum)",
+            ),
+            (
+                "functional.py",
+                "running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)",
+                "running_var.mul_(momentum).add_(unbiased.to(running_var.dtype), alpha=1 - momentum)",
+            ),
         ],
     ),
     "biased_running_var": (
         "running_var updated with the BIASED batch variance",
         [
-            ("functional.py",
-             "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
-             "unbiased = batch_var"),
+            (
+                "functional.py",
+                "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
+                "unbiased = batch_var",
+            ),
         ],
     ),
     "strided_groups": (
         "GroupNorm groups strided (channel c in group c % G) instead of consecutive",
         [
-            ("functional.py",
-             "grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])",
-             "grouped = input.reshape(batch, channels // num_groups, num_groups, *input.shape[2:]).transpose(1, 2)"),
-            ("functional.py",
-             "per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)",
-             "per_channel = (1, channels // num_groups, num_groups) + (1,) * (input.dim() - 2)"),
-            ("functional.py",
-             "    return y.reshape(input.shape)",
-             "    return y.transpose(1, 2).reshape(input.shape)"),
+            (
+                "functional.py",
+                "grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])",
+                "grouped = input.reshape(batch, channels // num_groups, num_groups, *input.shape[2:]).transpose(1, 2)",
+            ),
+            (
+                "functional.py",
+                "per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)",
+                "per_channel = (1, channels // num_groups, num_groups) + (1,) * (input.dim() - 2)",
+            ),
+            ("functional.py", "    return y.reshape(input.shape)", "    return y.transpose(1, 2).reshape(input.shape)"),
         ],
     ),
     # A few more classic mistakes the course warns about.
     "momentum_none_ignored": (
         "momentum=None treated as 0.1 instead of a cumulative average",
         [
-            ("batchnorm.py",
-             "average_factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum",
-             "average_factor = 0.1 if self.momentum is None else self.momentum"),
+            (
+                "batchnorm.py",
+                "average_factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum",
+                "average_factor = 0.1 if self.momentum is None else self.momentum",
+            ),
         ],
     ),
     "eval_uses_batch_stats": (
         "BatchNorm in eval normalizes with the batch statistics (forgotten eval path)",
         [
-            ("batchnorm.py",
-             "use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)",
-             "use_batch_stats = True"),
+            (
+                "batchnorm.py",
+                "use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)",
+                "use_batch_stats = True",
+            ),
         ],
     ),
     "half_accumulates_in_half": (
         "float16/bfloat16 statistics accumulated in half precision",
         [
-            ("functional.py",
-             "    if dtype in (torch.float16, torch.bfloat16):\n        return torch.float32\n",
-             "    if dtype in (torch.float16, torch.bfloat16):\n        return dtype\n"),
+            (
+                "functional.py",
+                "    if dtype in (torch.float16, torch.bfloat16):\n        return torch.float32\n",
+                "    if dtype in (torch.float16, torch.bfloat16):\n        return dtype\n",
+            ),
         ],
     ),
     "rms_eps_of_input_dtype": (
         "RMSNorm eps=None uses the input dtype's epsilon (bf16: 0.0078) instead of float32's",
         [
-            ("functional.py",
-             "eps = torch.finfo(_compute_dtype(input.dtype)).eps",
-             "eps = torch.finfo(input.dtype).eps"),
+            (
+                "functional.py",
+                "eps = torch.finfo(_compute_dtype(input.dtype)).eps",
+                "eps = torch.finfo(input.dtype).eps",
+            ),
         ],
     ),
     "calls_F_layer_norm": (
         "layer_norm delegates to torch.nn.functional.layer_norm (numbers stay right; the rule is broken)",
         [
-            ("functional.py",
-             "    return _normalize_layer(input, dims, eps, weight, bias)[0]\n",
-             "    return torch.nn.functional.layer_norm(input, shape, weight, bias, eps)\n"),
+            (
+                "functional.py",
+                "    return _normalize_layer(input, dims, eps, weight, bias)[0]\n",
+                "    return torch.nn.functional.layer_norm(input, shape, weight, bias, eps)\n",
+            ),
         ],
     ),
     "calls_aten_batch_norm": (
         "eval-mode batch_norm calls torch.ops.aten.native_batch_norm (bypasses every Python name)",
         [
-            ("functional.py",
-             "        raise RuntimeError(\"running_mean must be defined in evaluation mode (and running_var too)\")\n",
-             "        raise RuntimeError(\"running_mean must be defined in evaluation mode (and running_var too)\")\n"
-             "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n"),
+            (
+                "functional.py",
+                '        raise RuntimeError("running_mean must be defined in evaluation mode (and running_var too)")\n',
+                '        raise RuntimeError("running_mean must be defined in evaluation mode (and running_var too)")\n'
+                "    return torch.ops.aten.native_batch_norm(input, weight, bias, running_mean, running_var, False, momentum, eps)[0]\n",
+            ),
         ],
     ),
     # ---- recurrent cells, Transformer blocks, the invariance table (chapter 6)
     "ln_lstm_no_cell_norm": (
         "LN-LSTM: tanh of the raw cell state instead of LN(c_t)",
-        [("recurrent.py",
-          "cell_out = c_next if self.norm_cell is None else self.norm_cell(c_next)",
-          "cell_out = c_next")],
+        [
+            (
+                "recurrent.py",
+                "cell_out = c_next if self.norm_cell is None else self.norm_cell(c_next)",
+                "cell_out = c_next",
+            )
+        ],
     ),
     "ln_lstm_bias_inside_norm": (
         "LN-LSTM: the input bias is added before LN_ih (LayerNorm then removes most of it)",
-        [("recurrent.py",
-          "        gates = TF.linear(input, self.weight_ih)\n        if self.norm_ih is not None:\n"
-          "            gates = self.norm_ih(gates)\n        return gates if self.bias_ih is None else gates + self.bias_ih\n",
-          "        gates = TF.linear(input, self.weight_ih, self.bias_ih)\n        if self.norm_ih is not None:\n"
-          "            gates = self.norm_ih(gates)\n        return gates\n")],
+        [
+            (
+                "recurrent.py",
+                "        gates = TF.linear(input, self.weight_ih)\n        if self.norm_ih is not None:\n"
+                "            gates = self.norm_ih(gates)\n        return gates if self.bias_ih is None else gates + self.bias_ih\n",
+                "        gates = TF.linear(input, self.weight_ih, self.bias_ih)\n        if self.norm_ih is not None:\n"
+                "            gates = self.norm_ih(gates)\n        return gates\n",
+            )
+        ],
     ),
     "rnn_state_runs_into_padding": (
         "LayerNormLSTM with lengths: the state keeps changing over the padding",
-        [("recurrent.py",
-          "state = tuple(torch.where(keep, n, s) for n, s in zip(new, state))",
-          "state = new")],
+        [("recurrent.py", "state = tuple(torch.where(keep, n, s) for n, s in zip(new, state))", "state = new")],
     ),
     "gru_reset_gate_dropped": (
         "LN-GRU: the reset gate no longer multiplies the hidden part of the candidate",
-        [("recurrent.py",
-          "candidate = torch.tanh(gi_n + reset * gh_n)",
-          "candidate = torch.tanh(gi_n + gh_n)")],
+        [("recurrent.py", "candidate = torch.tanh(gi_n + reset * gh_n)", "candidate = torch.tanh(gi_n + gh_n)")],
     ),
     "time_step_bn_shares_stats": (
         "TimeStepBatchNorm uses the statistics of step 0 at every step",
@@ -164,15 +191,23 @@ MUTANTS = {
     ),
     "pre_ln_is_post_ln": (
         "TransformerBlock(position='pre') normalizes the residual sum (post-LN) in its attention half",
-        [("transformer.py",
-          "        x = x + self.attention(self.norm1(x), attn_mask, is_causal)\n",
-          "        x = self.norm1(x + self.attention(x, attn_mask, is_causal))\n")],
+        [
+            (
+                "transformer.py",
+                "        x = x + self.attention(self.norm1(x), attn_mask, is_causal)\n",
+                "        x = self.norm1(x + self.attention(x, attn_mask, is_causal))\n",
+            )
+        ],
     ),
     "invariance_ln_over_batch": (
         "the invariance table's LayerNorm normalizes over the batch (dim 0)",
-        [("invariance.py",
-          "    if method == \"ln\":\n        return normalize(a, dims=1, eps=eps)[0]\n",
-          "    if method == \"ln\":\n        return normalize(a, dims=0, eps=eps)[0]\n")],
+        [
+            (
+                "invariance.py",
+                '    if method == "ln":\n        return normalize(a, dims=1, eps=eps)[0]\n',
+                '    if method == "ln":\n        return normalize(a, dims=0, eps=eps)[0]\n',
+            )
+        ],
     ),
     "sequence_accuracy_per_sample": (
         "evaluate divides the correct labels by the number of samples, not of labels",
@@ -181,40 +216,62 @@ MUTANTS = {
     "ibn_halves_swapped": (
         "IBNorm batch-normalizes the FIRST channels and instance-normalizes the rest",
         [
-            ("ibn.py",
-             "sizes = [self.instance_channels, self.batch_channels]\n"
-             "        instance_part, batch_part = torch.split(input, sizes, dim=1)\n"
-             "        return torch.cat([self.IN(instance_part), self.BN(batch_part)], dim=1)",
-             "sizes = [self.batch_channels, self.instance_channels]\n"
-             "        batch_part, instance_part = torch.split(input, sizes, dim=1)\n"
-             "        return torch.cat([self.BN(batch_part), self.IN(instance_part)], dim=1)"),
+            (
+                "ibn.py",
+                "sizes = [self.instance_channels, self.batch_channels]\n"
+                "        instance_part, batch_part = torch.split(input, sizes, dim=1)\n"
+                "        return torch.cat([self.IN(instance_part), self.BN(batch_part)], dim=1)",
+                "sizes = [self.batch_channels, self.instance_channels]\n"
+                "        batch_part, instance_part = torch.split(input, sizes, dim=1)\n"
+                "        return torch.cat([self.BN(batch_part), self.IN(instance_part)], dim=1)",
+            ),
         ],
     ),
     "adain_unbiased_style_var": (
         "adain takes the style's UNBIASED variance (torch.var's default), so outputs miss the style's statistics",
         [
-            ("functional.py",
-             "    _, style_mean, style_var = _moments(style, dims)\n",
-             "    _, style_mean, _ = _moments(style, dims)\n    style_var = style.var(dims, keepdim=True)\n"),
+            (
+                "functional.py",
+                "    _, style_mean, style_var = _moments(style, dims)\n",
+                "    _, style_mean, _ = _moments(style, dims)\n    style_var = style.var(dims, keepdim=True)\n",
+            ),
         ],
     ),
     "adain_style_std_without_eps": (
         "adain scales by sqrt(var_style) without eps: adain(x, x) is no longer exactly x",
         [
-            ("functional.py",
-             "weight=torch.sqrt(style_var + eps), bias=style_mean)",
-             "weight=torch.sqrt(style_var), bias=style_mean)"),
+            (
+                "functional.py",
+                "weight=torch.sqrt(style_var + eps), bias=style_mean)",
+                "weight=torch.sqrt(style_var), bias=style_mean)",
+            ),
         ],
     ),
 }
 
-DEFAULT = ["unbiased_forward", "keras_momentum", "biased_running_var", "strided_groups",
-           "momentum_none_ignored", "eval_uses_batch_stats", "half_accumulates_in_half", "rms_eps_of_input_dtype",
-           "calls_F_layer_norm", "calls_aten_batch_norm",
-           "ln_lstm_no_cell_norm", "ln_lstm_bias_inside_norm", "rnn_state_runs_into_padding", "gru_reset_gate_dropped",
-           "time_step_bn_shares_stats", "pre_ln_is_post_ln", "invariance_ln_over_batch",
-           "sequence_accuracy_per_sample",
-           "ibn_halves_swapped", "adain_unbiased_style_var", "adain_style_std_without_eps"]
+DEFAULT = [
+    "unbiased_forward",
+    "keras_momentum",
+    "biased_running_var",
+    "strided_groups",
+    "momentum_none_ignored",
+    "eval_uses_batch_stats",
+    "half_accumulates_in_half",
+    "rms_eps_of_input_dtype",
+    "calls_F_layer_norm",
+    "calls_aten_batch_norm",
+    "ln_lstm_no_cell_norm",
+    "ln_lstm_bias_inside_norm",
+    "rnn_state_runs_into_padding",
+    "gru_reset_gate_dropped",
+    "time_step_bn_shares_stats",
+    "pre_ln_is_post_ln",
+    "invariance_ln_over_batch",
+    "sequence_accuracy_per_sample",
+    "ibn_halves_swapped",
+    "adain_unbiased_style_var",
+    "adain_style_std_without_eps",
+]
 
 
 class PatternNotFound(Exception):
@@ -245,8 +302,20 @@ def run_suite(pkg_parent: pathlib.Path, extra_args, quiet=True):
     env.pop("PYTEST_ADDOPTS", None)
     # cwd = pkg_parent: `python -m pytest` puts the cwd on sys.path; it must not be the repo root,
     # whose normlib/ would shadow the mutant.
-    cmd = [sys.executable, "-m", "pytest", str(TESTS), "-rfE", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
-           "-c", str(ROOT / "pyproject.toml"), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(TESTS),
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(ROOT),
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        *extra_args,
+    ]
     proc = subprocess.run(cmd, cwd=pkg_parent, env=env, capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -264,8 +333,13 @@ def failed_ids(output: str):
 def imported_from(pkg_parent: pathlib.Path) -> str:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(pkg_parent)
-    out = subprocess.run([sys.executable, "-c", "import normlib; print(normlib.__file__)"], cwd=pkg_parent,
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import normlib; print(normlib.__file__)"],
+        cwd=pkg_parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip() or out.stderr.strip()
 
 
@@ -273,8 +347,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mutants", nargs="*", help="names to run (default: all)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
-    ap.add_argument("--count", action="store_true",
-                    help="run each mutant to the end (no -x) and report how many tests kill it (slower)")
+    ap.add_argument(
+        "--count",
+        action="store_true",
+        help="run each mutant to the end (no -x) and report how many tests kill it (slower)",
+    )
     args = ap.parse_args(argv)
     if args.list:
         for n in DEFAULT:

@@ -148,8 +148,10 @@ def build(names=None, run_tests: bool = True) -> list:
         STUDENT_DIR.mkdir(parents=True, exist_ok=True)
         (STUDENT_DIR / master.name).write_text(dumps(student), encoding="utf-8")
         seconds = time.perf_counter() - start
-        print(f"{master.stem}: exercises/student/{master.name}, "
-              f"_build/exercises/{master.stem}/autograder.zip ({seconds:.1f} s)")
+        print(
+            f"{master.stem}: exercises/student/{master.name}, "
+            f"_build/exercises/{master.stem}/autograder.zip ({seconds:.1f} s)"
+        )
         built.append(master.stem)
     return built
 
@@ -177,7 +179,9 @@ def stale_problems(expected: dict, student_dir: Path = STUDENT_DIR) -> list:
             continue
         current = dumps(nbformat.read(committed[name], as_version=4))
         if current != text:
-            diff = difflib.unified_diff(current.splitlines(), text.splitlines(), "committed", "generated", lineterm="", n=1)
+            diff = difflib.unified_diff(
+                current.splitlines(), text.splitlines(), "committed", "generated", lineterm="", n=1
+            )
             problems.append((name, "stale: run `make exercises` and commit it\n" + "\n".join(list(diff)[:40])))
     for name in sorted(set(committed) - set(expected)):
         problems.append((name, f"has no master exercises/source/{name}: remove it"))
@@ -229,8 +233,10 @@ def points_possible(autograder: Path) -> dict:
     with tempfile.TemporaryDirectory() as workdir, zipfile.ZipFile(autograder) as archive:
         names = [n for n in archive.namelist() if n.startswith("tests/") and n.endswith(".py")]
         archive.extractall(workdir, members=names)
-        return {Path(n).stem: float(create_test_file(str(Path(workdir) / n), NBMetadataConfig()).possible)
-                for n in sorted(names)}
+        return {
+            Path(n).stem: float(create_test_file(str(Path(workdir) / n), NBMetadataConfig()).possible)
+            for n in sorted(names)
+        }
 
 
 def resolve_autograder(name_or_zip: str) -> Path:
@@ -275,23 +281,29 @@ def grade(autograder: Path, submissions, csv_path: Path, feedback_dir=None, jobs
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", *questions, "total_points_earned", "points_possible", "percent_correct", "grading_status"])
+        writer.writerow(
+            ["file", *questions, "total_points_earned", "points_possible", "percent_correct", "grading_status"]
+        )
         for record in records:
             scores = {q: (0.0 if record["error"] else v["score"]) for q, v in record["questions"].items()}
             total = sum(scores.values())
-            writer.writerow([
-                record["file"],
-                *(f"{scores.get(q, 0.0):g}" for q in questions),
-                f"{total:g}",
-                f"{possible:g}",
-                f"{100 * total / possible:.1f}" if possible else "0.0",
-                record["error"] or "Completed",
-            ])
+            writer.writerow(
+                [
+                    record["file"],
+                    *(f"{scores.get(q, 0.0):g}" for q in questions),
+                    f"{total:g}",
+                    f"{possible:g}",
+                    f"{100 * total / possible:.1f}" if possible else "0.0",
+                    record["error"] or "Completed",
+                ]
+            )
     if feedback_dir is not None:
         feedback_dir = Path(feedback_dir)
         feedback_dir.mkdir(parents=True, exist_ok=True)
         for record in records:
-            (feedback_dir / f"{record['file']}.json").write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
+            (feedback_dir / f"{record['file']}.json").write_text(
+                json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8"
+            )
     return records
 
 

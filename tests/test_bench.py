@@ -4,6 +4,7 @@ Timings themselves are never asserted (they depend on the machine and its load);
 asserted is the structure of a run, the traffic counts (deterministic), and that the stored
 full run the chapter shows is complete.
 """
+
 import json
 
 import pytest
@@ -59,7 +60,9 @@ def test_traffic_of_layer_norm_native_fused_and_composed():
 
 def _tiny_cases():
     return [
-        bench.Case("BatchNorm2d (train)", "bn", lambda: nn.BatchNorm2d(4), lambda: normlib.BatchNorm2d(4), (4, 4, 5, 5)),
+        bench.Case(
+            "BatchNorm2d (train)", "bn", lambda: nn.BatchNorm2d(4), lambda: normlib.BatchNorm2d(4), (4, 4, 5, 5)
+        ),
         bench.Case("LayerNorm(16)", "ln", lambda: nn.LayerNorm(16), lambda: normlib.LayerNorm(16), (4, 3, 16)),
     ]
 
@@ -68,8 +71,11 @@ def test_measure_returns_every_case_pass_and_column():
     run = bench.measure(_tiny_cases(), "cpu", compile=False, rounds=2, min_run_time=0.001)
     json.dumps(run)  # the --json / --save-stored output
     assert [(r["layer"], r["pass"]) for r in run["results"]] == [
-        ("BatchNorm2d (train)", "forward"), ("BatchNorm2d (train)", "fwd+bwd"),
-        ("LayerNorm(16)", "forward"), ("LayerNorm(16)", "fwd+bwd")]
+        ("BatchNorm2d (train)", "forward"),
+        ("BatchNorm2d (train)", "fwd+bwd"),
+        ("LayerNorm(16)", "forward"),
+        ("LayerNorm(16)", "fwd+bwd"),
+    ]
     for row in run["results"]:
         assert row["native_ms"] > 0 and row["eager_ms"] > 0 and row["copy_GBps"] > 0
         best, low, high = row["eager_ratio"]
@@ -89,8 +95,7 @@ def test_measure_refuses_an_implementation_that_disagrees(monkeypatch):
 def test_stored_results_are_a_complete_full_run():
     run = bench.stored_results()
     assert run["device"] == "cpu" and run["scale"] == 1.0
-    assert [(r["layer"], r["pass"]) for r in run["results"]] == [
-        (c.name, p) for c in bench.CASES for p in bench.PASSES]
+    assert [(r["layer"], r["pass"]) for r in run["results"]] == [(c.name, p) for c in bench.CASES for p in bench.PASSES]
     for row, case in zip(run["results"][::2], bench.CASES):
         assert tuple(row["shape"]) == case.shape
     assert all("compiled_ratio" in r for r in run["results"])

@@ -6,13 +6,14 @@ the constructors accept any eps, the forward pass checks it. Each case runs torc
 asserts normlib raises the same type with the same message (or, where torch accepts,
 returns the same output).
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_close, make_gen, randn
 
 import normlib
 from normlib import functional as NF
-from conftest import assert_close, make_gen, randn
 
 
 def outcome(fn):
@@ -60,20 +61,31 @@ def test_eps_messages_are_torchs():
 
 def test_batch_of_one_is_reported_before_eps_as_in_torch():
     x = torch.randn(1, 3)
-    assert_same_outcome(lambda: F.batch_norm(x, None, None, training=True, eps=0.0),
-                        lambda: NF.batch_norm(x, None, None, training=True, eps=0.0))
+    assert_same_outcome(
+        lambda: F.batch_norm(x, None, None, training=True, eps=0.0),
+        lambda: NF.batch_norm(x, None, None, training=True, eps=0.0),
+    )
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         NF.batch_norm(x, None, None, training=True, eps=0.0)
 
 
 def test_eps_is_checked_before_the_dtype_as_in_torch():
     x = torch.ones(4, 3, dtype=torch.long)
-    assert_same_outcome(lambda: F.batch_norm(x, None, None, training=True, eps=0.0),
-                        lambda: NF.batch_norm(x, None, None, training=True, eps=0.0))
+    assert_same_outcome(
+        lambda: F.batch_norm(x, None, None, training=True, eps=0.0),
+        lambda: NF.batch_norm(x, None, None, training=True, eps=0.0),
+    )
 
 
-@pytest.mark.parametrize("name,shape", [("BatchNorm1d", (4, 3)), ("BatchNorm1d", (4, 3, 5)),
-                                        ("BatchNorm2d", (4, 3, 2, 2)), ("BatchNorm3d", (2, 3, 2, 2, 2))])
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("BatchNorm1d", (4, 3)),
+        ("BatchNorm1d", (4, 3, 5)),
+        ("BatchNorm2d", (4, 3, 2, 2)),
+        ("BatchNorm3d", (2, 3, 2, 2, 2)),
+    ],
+)
 @pytest.mark.parametrize("eps", [0.0, -1e-3])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_module_eps_matches_torch(name, shape, eps, training, device):

@@ -1,13 +1,14 @@
 """fold_bn, recompute_bn_stats and diagnose: the BatchNorm tools of chapters 4 and 5."""
+
 import copy
 
 import pytest
 import torch
+from conftest import make_gen, randomize_params
 from torch import nn
 
 import normlib
 from normlib import bn_tools
-from conftest import make_gen, randomize_params
 
 LIBRARIES = [pytest.param(nn, id="torch"), pytest.param(normlib, id="normlib")]
 
@@ -28,17 +29,22 @@ FOLD_CASES = {
     "conv1d": (lambda lib: nn.Sequential(nn.Conv1d(3, 4, 3), lib.BatchNorm1d(4)), (5, 3, 9)),
     "conv2d": (lambda lib: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), lib.BatchNorm2d(4)), (5, 3, 6, 6)),
     "conv3d": (lambda lib: nn.Sequential(nn.Conv3d(2, 4, 2), lib.BatchNorm3d(4)), (3, 2, 4, 4, 4)),
-    "conv2d_no_bias": (lambda lib: nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), lib.BatchNorm2d(4)),
-                       (5, 3, 6, 6)),
+    "conv2d_no_bias": (lambda lib: nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), lib.BatchNorm2d(4)), (5, 3, 6, 6)),
     "conv2d_groups": (lambda lib: nn.Sequential(nn.Conv2d(4, 6, 3, groups=2), lib.BatchNorm2d(6)), (2, 4, 5, 5)),
-    "depthwise": (lambda lib: nn.Sequential(nn.Conv2d(4, 4, 3, groups=4, bias=False), lib.BatchNorm2d(4)),
-                  (2, 4, 5, 5)),
+    "depthwise": (
+        lambda lib: nn.Sequential(nn.Conv2d(4, 4, 3, groups=4, bias=False), lib.BatchNorm2d(4)),
+        (2, 4, 5, 5),
+    ),
     "linear": (lambda lib: nn.Sequential(nn.Linear(7, 5), lib.BatchNorm1d(5)), (6, 7)),
     "linear_bn_no_affine": (lambda lib: nn.Sequential(nn.Linear(7, 5), lib.BatchNorm1d(5, affine=False)), (6, 7)),
-    "conv_transpose2d": (lambda lib: nn.Sequential(nn.ConvTranspose2d(3, 4, 2, stride=2), lib.BatchNorm2d(4)),
-                         (2, 3, 4, 4)),
-    "conv_transpose2d_groups": (lambda lib: nn.Sequential(nn.ConvTranspose2d(4, 6, 3, groups=2, bias=False),
-                                                          lib.BatchNorm2d(6)), (2, 4, 4, 4)),
+    "conv_transpose2d": (
+        lambda lib: nn.Sequential(nn.ConvTranspose2d(3, 4, 2, stride=2), lib.BatchNorm2d(4)),
+        (2, 3, 4, 4),
+    ),
+    "conv_transpose2d_groups": (
+        lambda lib: nn.Sequential(nn.ConvTranspose2d(4, 6, 3, groups=2, bias=False), lib.BatchNorm2d(6)),
+        (2, 4, 4, 4),
+    ),
     "conv_transpose1d": (lambda lib: nn.Sequential(nn.ConvTranspose1d(3, 2, 3), lib.BatchNorm1d(2)), (2, 3, 5)),
 }
 
@@ -82,9 +88,13 @@ def test_fold_bn_leaves_the_input_model_untouched():
 def test_fold_bn_reports_what_it_cannot_fold(lib):
     model = nn.Sequential(
         lib.BatchNorm1d(6),  # on the model's input
-        nn.Linear(6, 5), nn.ReLU(), lib.BatchNorm1d(5),  # after an activation
-        nn.Linear(5, 4), lib.BatchNorm1d(4, track_running_stats=False),  # no running stats
-        nn.Linear(4, 3), lib.BatchNorm1d(3),  # foldable
+        nn.Linear(6, 5),
+        nn.ReLU(),
+        lib.BatchNorm1d(5),  # after an activation
+        nn.Linear(5, 4),
+        lib.BatchNorm1d(4, track_running_stats=False),  # no running stats
+        nn.Linear(4, 3),
+        lib.BatchNorm1d(3),  # foldable
     )
     model = randomized(model.double())
     folded = normlib.fold_bn(model)
@@ -150,16 +160,19 @@ class SharedBN(nn.Module):
         return self.bn(self.conv1(x)) + self.bn(self.conv2(x))
 
 
-@pytest.mark.parametrize("module_class,reason", [
-    (Residual, "also used elsewhere"),
-    (RegisteredOutOfOrder, "relu (ReLU)"),
-    (SharedBN, "called 2 times"),
-])
+@pytest.mark.parametrize(
+    "module_class,reason",
+    [
+        (Residual, "also used elsewhere"),
+        (RegisteredOutOfOrder, "relu (ReLU)"),
+        (SharedBN, "called 2 times"),
+    ],
+)
 def test_fold_bn_follows_the_data_flow(module_class, reason):
     model = randomized(module_class().double())
     folded = normlib.fold_bn(model)
     assert folded.fold_report.folded == []
-    (name, why), = folded.fold_report.skipped
+    ((name, why),) = folded.fold_report.skipped
     assert name == "bn" and reason in why, why
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=make_gen(4))
     with torch.no_grad():
@@ -256,8 +269,13 @@ def test_recompute_on_feature_maps_and_deeper_layers(lib):
 
 
 def test_recompute_restores_modes_momentum_and_counts():
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None), nn.Dropout(0.5),
-                          nn.Linear(4, 2), normlib.BatchNorm1d(2, momentum=0.3))
+    model = nn.Sequential(
+        nn.Linear(3, 4),
+        nn.BatchNorm1d(4, momentum=None),
+        nn.Dropout(0.5),
+        nn.Linear(4, 2),
+        normlib.BatchNorm1d(2, momentum=0.3),
+    )
     model.eval()
     model[4].train()
     with torch.no_grad():
@@ -297,13 +315,26 @@ def data(n, seed=20):
 
 
 def mlp(lib, bias=False):
-    return nn.Sequential(nn.Linear(IN_FEATURES, 16, bias=bias), lib.BatchNorm1d(16), nn.ReLU(),
-                         nn.Linear(16, 16, bias=bias), lib.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    return nn.Sequential(
+        nn.Linear(IN_FEATURES, 16, bias=bias),
+        lib.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 16, bias=bias),
+        lib.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 3),
+    )
 
 
 def cnn(lib):
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), lib.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        lib.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
 
 
 def calibrated(model, batches):
@@ -365,8 +396,16 @@ def broken(problem, lib):
     raise ValueError(problem)
 
 
-PROBLEMS = ["train-mode", "no-running-stats", "small-batch", "batch-of-one", "batch-of-one-cnn",
-            "stale-stats", "frozen-stats-move", "bias-before-bn"]
+PROBLEMS = [
+    "train-mode",
+    "no-running-stats",
+    "small-batch",
+    "batch-of-one",
+    "batch-of-one-cnn",
+    "stale-stats",
+    "frozen-stats-move",
+    "bias-before-bn",
+]
 
 
 @pytest.mark.parametrize("lib", LIBRARIES)
@@ -378,7 +417,7 @@ def test_diagnose_finds_exactly_the_one_problem(problem, lib):
     report = normlib.diagnose(model, batch, phase=phase)
     expected = problem.replace("-cnn", "")
     assert report.checks == {expected}, str(report)
-    finding, = report
+    (finding,) = report
     assert finding.fix and finding.problem and finding.layers
     text = str(report)
     assert f"{expected}:" in text and "fix:" in text
@@ -391,10 +430,10 @@ def test_diagnose_finds_exactly_the_one_problem(problem, lib):
 
 def test_diagnose_names_the_layers_and_the_numbers():
     model, batch, phase = broken("small-batch", nn)
-    finding, = normlib.diagnose(model, batch, phase=phase)
+    (finding,) = normlib.diagnose(model, batch, phase=phase)
     assert finding.layers == ("1", "4") and "as few as 4" in finding.problem
     model, batch, phase = broken("bias-before-bn", nn)
-    finding, = normlib.diagnose(model, batch, phase=phase)
+    (finding,) = normlib.diagnose(model, batch, phase=phase)
     assert finding.layers == ("1", "4") and "(bias in: 0, 3)" in finding.problem
     model, batch, phase = broken("batch-of-one", nn)
     report = normlib.diagnose(model, batch, phase=phase)

@@ -7,15 +7,16 @@ layer's output, each parameter's gradient, the input's gradient and the running 
 are then compared with torch.nn in float64 (the compiled kernels only reorder float64 sums,
 so the comparison has no flaky margin).
 """
+
 import shutil
 
 import pytest
 import torch
+from conftest import assert_close, make_gen, randn, randomize_params
 from torch import nn
 
 import normlib
 from normlib import functional as NF
-from conftest import assert_close, make_gen, randn, randomize_params
 
 C = 4
 
@@ -51,8 +52,9 @@ class EveryLayer(nn.Module):
         return tuple(outs)
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="torch.compile on the CPU needs a C++ compiler"
+)
 def test_every_layer_compiles_to_one_graph_and_matches_torch():
     gen = make_gen(900)
     ref = randomize_params(EveryLayer(nn).double(), gen)
@@ -72,8 +74,15 @@ def test_every_layer_compiles_to_one_graph_and_matches_torch():
     ref_outs = ref(x_ref)
     sum((o * w).sum() for o, w in zip(ref_outs, weights)).backward()
 
-    names = ["BatchNorm2d (train)", "BatchNorm2d (eval)", "GroupNorm", "InstanceNorm2d", "LayerNorm", "RMSNorm",
-             "normalize"]
+    names = [
+        "BatchNorm2d (train)",
+        "BatchNorm2d (eval)",
+        "GroupNorm",
+        "InstanceNorm2d",
+        "LayerNorm",
+        "RMSNorm",
+        "normalize",
+    ]
     assert len(outs) == len(ref_outs) == len(names)
     for name, a, b in zip(names, outs, ref_outs):
         assert_close(a, b, msg=f"compiled {name} output")

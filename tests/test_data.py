@@ -1,4 +1,5 @@
 """normlib.data: offline datasets with fixed splits, and reproducible mini-batches."""
+
 import builtins
 
 import pytest
@@ -111,7 +112,9 @@ def test_shapes_labels_are_the_shapes_and_photometry_varies():
     masks = (x - low[:, None, None]) / (high - low)[:, None, None]
     assert torch.all((masks - masks.round()).abs() < 1e-9)
     gains = high - low
-    assert float(gains.min()) >= 0.5 - 1e-9 and float(gains.max()) <= 2.0 + 1e-9 and float(gains.max() / gains.min()) > 2
+    assert (
+        float(gains.min()) >= 0.5 - 1e-9 and float(gains.max()) <= 2.0 + 1e-9 and float(gains.max() / gains.min()) > 2
+    )
     assert float(low.min()) < -0.5 and float(low.max()) > 0.5
     # Area distinguishes a cross from a filled square of the same size on average.
     area = masks.sum(dim=(1, 2))
@@ -198,5 +201,12 @@ def test_characters_validates():
     with pytest.raises(ValueError, match="only"):
         data.characters(seq_len=4, text="abcdef" * 10, num_test=100)
     with pytest.raises(ValueError, match="vocabulary"):
-        data.TextDataset("t", torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 3, dtype=torch.int64),
-                         torch.zeros(1, 3, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64), 5, vocabulary="ab")
+        data.TextDataset(
+            "t",
+            torch.zeros(2, 3, dtype=torch.int64),
+            torch.zeros(2, 3, dtype=torch.int64),
+            torch.zeros(1, 3, dtype=torch.int64),
+            torch.zeros(1, 3, dtype=torch.int64),
+            5,
+            vocabulary="ab",
+        )

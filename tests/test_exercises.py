@@ -15,6 +15,7 @@ Also: the committed student notebooks are what `make exercises` generates (not s
 set-up cells point at the book's repository, and normlib.exercises (the grader set-up,
 including the Colab path) works offline.
 """
+
 import csv
 import importlib.util
 import json
@@ -147,9 +148,22 @@ def graded(assigned, tmp_path_factory):
         csv_path, feedback = folder.parent / f"{set_name}_scores.csv", folder.parent / f"{set_name}_feedback"
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, str(SCRIPT), "grade", str(ex.autograder_zip(out)), str(folder),
-             "-o", str(csv_path), "--feedback", str(feedback), "-j", "2"],
-            capture_output=True, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                str(SCRIPT),
+                "grade",
+                str(ex.autograder_zip(out)),
+                str(folder),
+                "-o",
+                str(csv_path),
+                "--feedback",
+                str(feedback),
+                "-j",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         seconds = time.perf_counter() - start
         assert done.returncode == 0, done.stdout + done.stderr
@@ -194,7 +208,9 @@ def test_wrong_solution_loses_points_on_a_hidden_test(graded, set_name, wrong):
     if spec.get("passes_public_tests"):
         public = [t for t in question["tests"] if not t["hidden"]]
         assert public and all(t["passed"] for t in public), f"{wrong} should pass the public tests: {public}"
-    assert float(rows[f"wrong_{wrong}.ipynb"]["total_points_earned"]) < float(rows["correct.ipynb"]["total_points_earned"])
+    assert float(rows[f"wrong_{wrong}.ipynb"]["total_points_earned"]) < float(
+        rows["correct.ipynb"]["total_points_earned"]
+    )
 
 
 @pytest.mark.parametrize("set_name", SETS)
@@ -206,7 +222,13 @@ def test_grading_csv_orders_correct_wrong_empty(graded, set_name):
     total = {name: float(row["total_points_earned"]) for name, row in rows.items()}
     wrong = [name for name in total if name.startswith("wrong_")]
     assert wrong
-    assert total["correct.ipynb"] > max(total[w] for w in wrong) >= min(total[w] for w in wrong) > total["empty.ipynb"] == 0
+    assert (
+        total["correct.ipynb"]
+        > max(total[w] for w in wrong)
+        >= min(total[w] for w in wrong)
+        > total["empty.ipynb"]
+        == 0
+    )
     for name, row in rows.items():  # columns add up
         assert abs(sum(float(row[q]) for q in questions) - total[name]) < 1e-9, row
         assert row["points_possible"] == rows["correct.ipynb"]["total_points_earned"], row
@@ -255,7 +277,7 @@ def test_setup_cell_points_at_the_repository(path):
     source = setup.source
     assert "%pip install" in source and "start_grader(" in source, "the first code cell is not the set-up cell"
     grader = re.search(r'start_grader\(\s*"([^"]+)",\s*repository="([^"]+)"(?:,\s*branch="([^"]+)")?', source)
-    assert grader, "the set-up cell must call start_grader(\"<name>.ipynb\", repository=\"<url>\")"
+    assert grader, 'the set-up cell must call start_grader("<name>.ipynb", repository="<url>")'
     name, url, branch = grader.groups()
     assert name == path.name, f"start_grader names {name}, the notebook is {path.name}"
     assert url == repository["url"] and (branch or "main") == repository.get("branch", "main")
@@ -267,7 +289,8 @@ def test_setup_cell_points_at_the_repository(path):
     for link in re.findall(r"https://github\.com/[\w.-]+/[\w.-]+", text):
         assert link == url, f"{link} is not repository.url ({url})"
     for owner_name, link_branch, link_path in re.findall(
-            r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/([\w.-]+)/(\S+?\.ipynb)", text):
+        r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/([\w.-]+)/(\S+?\.ipynb)", text
+    ):
         assert f"https://github.com/{owner_name}" == url and link_branch == repository.get("branch", "main")
         assert link_path == f"exercises/student/{path.name}", f"the Colab link opens {link_path}"
 
@@ -278,8 +301,10 @@ _STUDENT_LINK = re.compile(r"(https://\S+?)/exercises/student/([\w.-]+\.ipynb)")
 def _chapter_exercise_links(text, url, branch):
     """{notebook name: kinds of link} for the student-notebook links in ``text``; bad prefixes raise."""
     owner_name = url.removeprefix("https://github.com/")
-    kinds = {f"{url}/blob/{branch}": "github",
-             f"https://colab.research.google.com/github/{owner_name}/blob/{branch}": "colab"}
+    kinds = {
+        f"{url}/blob/{branch}": "github",
+        f"https://colab.research.google.com/github/{owner_name}/blob/{branch}": "colab",
+    }
     links = {}
     for prefix, name in _STUDENT_LINK.findall(text):
         assert prefix in kinds, f"{prefix}/exercises/student/{name}: not {' or '.join(kinds)}"
@@ -300,8 +325,10 @@ def test_chapter_exercise_links_open_committed_student_notebooks(path):
 
 def test_chapter_exercise_link_check_can_fail():
     url = "https://github.com/o/r"
-    good = (f"[notebook]({url}/blob/main/exercises/student/02_x.ipynb), [open in Colab]"
-            "(https://colab.research.google.com/github/o/r/blob/main/exercises/student/02_x.ipynb)")
+    good = (
+        f"[notebook]({url}/blob/main/exercises/student/02_x.ipynb), [open in Colab]"
+        "(https://colab.research.google.com/github/o/r/blob/main/exercises/student/02_x.ipynb)"
+    )
     assert _chapter_exercise_links(good, url, "main") == {"02_x.ipynb": {"github", "colab"}}
     with pytest.raises(AssertionError, match="not https://github.com/o/r/blob/main"):
         _chapter_exercise_links(good.replace("/o/r/blob", "/o/other/blob"), url, "main")
@@ -359,7 +386,10 @@ def test_start_grader_on_colab_reads_the_tests_from_the_repository(tmp_path, mon
 def test_raw_url_and_write_tests_refuse_what_they_cannot_handle(tmp_path):
     from normlib.exercises import raw_url, write_tests
 
-    assert raw_url("https://github.com/a/b.git", "dev", "x/y.ipynb") == "https://raw.githubusercontent.com/a/b/dev/x/y.ipynb"
+    assert (
+        raw_url("https://github.com/a/b.git", "dev", "x/y.ipynb")
+        == "https://raw.githubusercontent.com/a/b/dev/x/y.ipynb"
+    )
     with pytest.raises(ValueError, match="not a GitHub repository"):
         raw_url("https://gitlab.com/a/b", "main", "x.ipynb")
     with pytest.raises(ValueError, match="no otter tests"):

@@ -1,4 +1,5 @@
 """make_norm, the NumPy reference, normlib.device(), dtypes and the public API surface."""
+
 import inspect
 import pathlib
 import re
@@ -8,10 +9,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import assert_close, make_gen, randn
 
 import normlib
 from normlib import reference as R
-from conftest import assert_close, make_gen, randn
 
 NORMLIB_DIR = pathlib.Path(normlib.__file__).parent
 
@@ -19,10 +20,19 @@ NORMLIB_DIR = pathlib.Path(normlib.__file__).parent
 # --------------------------------------------------------------------------- make_norm
 
 FACTORY = [
-    ("bn", 0, normlib.BatchNorm1d), ("bn", 1, normlib.BatchNorm1d), ("bn", 2, normlib.BatchNorm2d),
-    ("bn", 3, normlib.BatchNorm3d), ("in", 1, normlib.InstanceNorm1d), ("in", 2, normlib.InstanceNorm2d),
-    ("in", 3, normlib.InstanceNorm3d), ("gn", 2, normlib.GroupNorm), ("gn", 0, normlib.GroupNorm),
-    ("ln", 0, normlib.LayerNorm), ("ln", 2, normlib.GroupNorm), ("rms", 0, normlib.RMSNorm), ("none", 2, nn.Identity),
+    ("bn", 0, normlib.BatchNorm1d),
+    ("bn", 1, normlib.BatchNorm1d),
+    ("bn", 2, normlib.BatchNorm2d),
+    ("bn", 3, normlib.BatchNorm3d),
+    ("in", 1, normlib.InstanceNorm1d),
+    ("in", 2, normlib.InstanceNorm2d),
+    ("in", 3, normlib.InstanceNorm3d),
+    ("gn", 2, normlib.GroupNorm),
+    ("gn", 0, normlib.GroupNorm),
+    ("ln", 0, normlib.LayerNorm),
+    ("ln", 2, normlib.GroupNorm),
+    ("rms", 0, normlib.RMSNorm),
+    ("none", 2, nn.Identity),
     ("ibn", 2, normlib.IBNorm),
 ]
 
@@ -155,8 +165,9 @@ DTYPE_MODULES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64],
-                         ids=["f16", "bf16", "f32", "f64"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=["f16", "bf16", "f32", "f64"]
+)
 @pytest.mark.parametrize("spec", DTYPE_MODULES, ids=[s[0] for s in DTYPE_MODULES])
 @pytest.mark.parametrize("params", ["same", "float32"], ids=["params_same_dtype", "params_f32"])
 def test_output_dtype_and_half_computed_in_float32(spec, dtype, params):
@@ -192,8 +203,17 @@ def test_output_dtype_and_half_computed_in_float32(spec, dtype, params):
 
 # --------------------------------------------------------------------------- API surface
 
-MODULE_NAMES = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
-                "LayerNorm", "GroupNorm", "RMSNorm"]
+MODULE_NAMES = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
+    "GroupNorm",
+    "RMSNorm",
+]
 
 
 @pytest.mark.parametrize("name", MODULE_NAMES)

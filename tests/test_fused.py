@@ -6,25 +6,26 @@ These tests pin down that both routes give the same numbers and gradients, which
 case takes, that second derivatives and torch.func transforms still work, and the numerical
 claims its comments make (two-pass variance; torch.var_mean is stable too).
 """
+
 import pytest
 import torch
+from conftest import GRAD_TOL, TOL, assert_close, make_gen, randn
 from torch.autograd import gradcheck, gradgradcheck
 
 import normlib
 from normlib import functional as NF
-from conftest import GRAD_TOL, TOL, assert_close, make_gen, randn
 
 # (shape, dims, weight shape (broadcast against the input), view kind)
 CASES = [
-    ((4, 3, 5), (2,), (5,), "per_element"),             # LayerNorm over the last axis, (N, T, D)
-    ((4, 3, 5), (1, 2), (3, 5), "per_element"),         # LayerNorm over two axes
+    ((4, 3, 5), (2,), (5,), "per_element"),  # LayerNorm over the last axis, (N, T, D)
+    ((4, 3, 5), (1, 2), (3, 5), "per_element"),  # LayerNorm over two axes
     ((3, 4, 2, 2), (0, 2, 3), (1, 4, 1, 1), "per_channel"),  # BatchNorm2d
-    ((6, 4), (0,), (1, 4), "per_channel"),              # BatchNorm1d on (N, C)
-    ((3, 4, 5), (2,), (1, 4, 1), "per_channel"),        # InstanceNorm1d
+    ((6, 4), (0,), (1, 4), "per_channel"),  # BatchNorm1d on (N, C)
+    ((3, 4, 5), (2,), (1, 4, 1), "per_channel"),  # InstanceNorm1d
     ((3, 2, 3, 2, 2), (2, 3, 4), (1, 2, 3, 1, 1), "per_channel"),  # GroupNorm's grouped view
-    ((3, 4, 5), (1, 2), None, "per_channel"),           # no affine
-    ((3, 4, 5), (1,), (4, 1), None),                    # a middle axis: not fused, normalize runs
-    ((3, 4, 5), (2,), (3, 4, 5), None),                 # gamma per element of the batch too: not fused
+    ((3, 4, 5), (1, 2), None, "per_channel"),  # no affine
+    ((3, 4, 5), (1,), (4, 1), None),  # a middle axis: not fused, normalize runs
+    ((3, 4, 5), (2,), (3, 4, 5), None),  # gamma per element of the batch too: not fused
 ]
 
 
@@ -113,7 +114,7 @@ def test_frozen_gamma_or_beta(name, frozen):
     theirs = getattr(torch.nn, name)(*args, **kwargs).double()
     theirs.load_state_dict(ours.state_dict())
     for module in (ours, theirs):
-        for pname in (("weight", "bias") if frozen == "both" else (frozen,)):
+        for pname in ("weight", "bias") if frozen == "both" else (frozen,):
             getattr(module, pname).requires_grad_(False)
     x = randn((4, 3, 2, 2), gen)
     dy = randn((4, 3, 2, 2), gen, scale=1.0, shift=0.0)

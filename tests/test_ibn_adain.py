@@ -5,12 +5,10 @@ torch.nn modules (InstanceNorm2d(affine=True) on the first int(C * ratio) channe
 BatchNorm2d on the rest, children named IN and BN), which check_steps compares in
 training and eval, outputs, gradients and buffers.
 """
+
 import pytest
 import torch
 import torch.nn as nn
-
-import normlib
-from normlib import functional as NF
 from conftest import (
     PARITY_DTYPES,
     TOL,
@@ -21,6 +19,9 @@ from conftest import (
     ref_dtype,
     skip_unsupported,
 )
+
+import normlib
+from normlib import functional as NF
 
 
 class TorchIBN(nn.Module):
@@ -67,8 +68,11 @@ def randint_batch(gen):
     return int(torch.randint(2, 5, (1,), generator=gen))
 
 
-@pytest.mark.parametrize("bn_kwargs", [{"momentum": None}, {"momentum": 0.3}, {"track_running_stats": False}],
-                         ids=["momentum_None", "momentum_0.3", "no_running_stats"])
+@pytest.mark.parametrize(
+    "bn_kwargs",
+    [{"momentum": None}, {"momentum": 0.3}, {"track_running_stats": False}],
+    ids=["momentum_None", "momentum_0.3", "no_running_stats"],
+)
 def test_ibnorm_options_reach_the_batchnorm_half(bn_kwargs, device):
     gen = make_gen(210)
     got, ref = ibn_pair(6, 0.5, torch.float64, device, gen, **bn_kwargs)
@@ -120,9 +124,19 @@ def test_ibnorm_halves_behave_like_their_methods():
 
 def test_ibnorm_state_dict_keys_and_buffers(device):
     ibn = normlib.IBNorm(6, device=device)
-    assert list(ibn.state_dict()) == list(TorchIBN(6).state_dict()) == [
-        "IN.weight", "IN.bias", "BN.weight", "BN.bias", "BN.running_mean", "BN.running_var",
-        "BN.num_batches_tracked"]
+    assert (
+        list(ibn.state_dict())
+        == list(TorchIBN(6).state_dict())
+        == [
+            "IN.weight",
+            "IN.bias",
+            "BN.weight",
+            "BN.bias",
+            "BN.running_mean",
+            "BN.running_var",
+            "BN.num_batches_tracked",
+        ]
+    )
     assert [n for n, _ in ibn.named_buffers()] == ["BN.running_mean", "BN.running_var", "BN.num_batches_tracked"]
     assert all(t.device.type == device.type for t in ibn.state_dict().values())
     no_affine = normlib.IBNorm(6, affine=False, track_running_stats=False)
@@ -213,8 +227,9 @@ def test_adain_output_has_the_style_statistics(shape, device):
     assert_close(normlib.functional.instance_norm(out), normlib.functional.instance_norm(content), tol=(1e-5, 1e-5))
     # A style with the content's statistics (but another pattern) changes nothing
     dims = tuple(range(2, len(shape)))
-    same_stats = (content.mean(dims, keepdim=True)
-                  + content.std(dims, correction=0, keepdim=True) * NF.instance_norm(style, eps=0.0))
+    same_stats = content.mean(dims, keepdim=True) + content.std(dims, correction=0, keepdim=True) * NF.instance_norm(
+        style, eps=0.0
+    )
     assert_close(NF.adain(content, same_stats), content, tol=(1e-6, 1e-6))
 
 
@@ -224,9 +239,11 @@ def test_adain_one_style_for_a_batch_and_gradients():
     style = randn((1, 3, 6, 6), gen).requires_grad_(True)
     out = NF.adain(content, style)
     for n in range(4):
-        assert_close(out[n:n + 1], NF.adain(content[n:n + 1], style))
-    torch.autograd.gradcheck(lambda c, s: NF.adain(c, s), (content[:2, :, :3, :3].detach().requires_grad_(True),
-                                                          style[:, :, :3, :3].detach().requires_grad_(True)))
+        assert_close(out[n : n + 1], NF.adain(content[n : n + 1], style))
+    torch.autograd.gradcheck(
+        lambda c, s: NF.adain(c, s),
+        (content[:2, :, :3, :3].detach().requires_grad_(True), style[:, :, :3, :3].detach().requires_grad_(True)),
+    )
 
 
 def test_adain_half_precision_keeps_dtype():
@@ -234,8 +251,12 @@ def test_adain_half_precision_keeps_dtype():
     s = torch.randn(2, 3, 4, 4) * 0.5 - 1
     got = NF.adain(x.to(torch.bfloat16), s.to(torch.bfloat16))
     assert got.dtype == torch.bfloat16
-    assert_close(got, NF.adain(x.to(torch.bfloat16).float(), s.to(torch.bfloat16).float()).to(torch.bfloat16),
-                 dtype=torch.bfloat16, tol=TOL[torch.bfloat16])
+    assert_close(
+        got,
+        NF.adain(x.to(torch.bfloat16).float(), s.to(torch.bfloat16).float()).to(torch.bfloat16),
+        dtype=torch.bfloat16,
+        tol=TOL[torch.bfloat16],
+    )
 
 
 def test_adain_errors():

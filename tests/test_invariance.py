@@ -1,7 +1,9 @@
 """normlib.invariance: Ba et al.'s invariance table, computed, and the pieces it is made of."""
+
 import pytest
 import torch
 import torch.nn.functional as TF
+from conftest import assert_close, make_gen
 
 from normlib.invariance import (
     BA2016_TABLE,
@@ -10,7 +12,6 @@ from normlib.invariance import (
     invariance_table,
     normalized_summed_inputs,
 )
-from conftest import assert_close, make_gen
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,4 +1,5 @@
 """normlib.models: builders whose normalization is chosen by name."""
+
 import pytest
 import torch
 from torch import nn
@@ -7,10 +8,16 @@ import normlib
 from normlib import models
 
 
-@pytest.mark.parametrize("norm, layer_type", [
-    ("none", nn.Identity), ("bn", normlib.BatchNorm1d), ("ln", normlib.LayerNorm),
-    ("gn", normlib.GroupNorm), ("rms", normlib.RMSNorm),
-])
+@pytest.mark.parametrize(
+    "norm, layer_type",
+    [
+        ("none", nn.Identity),
+        ("bn", normlib.BatchNorm1d),
+        ("ln", normlib.LayerNorm),
+        ("gn", normlib.GroupNorm),
+        ("rms", normlib.RMSNorm),
+    ],
+)
 def test_mlp_layers_names_and_output(norm, layer_type):
     net = models.mlp(64, 10, hidden=(32, 16), norm=norm, activation="tanh")
     names = [name for name, _ in net.named_children()]
@@ -57,10 +64,16 @@ def test_mlp_rejects_bad_arguments():
         models.mlp(4, 2, hidden=())
 
 
-@pytest.mark.parametrize("norm, layer_type", [
-    ("none", nn.Identity), ("bn", normlib.BatchNorm2d), ("ln", normlib.GroupNorm),
-    ("gn", normlib.GroupNorm), ("in", normlib.InstanceNorm2d),
-])
+@pytest.mark.parametrize(
+    "norm, layer_type",
+    [
+        ("none", nn.Identity),
+        ("bn", normlib.BatchNorm2d),
+        ("ln", normlib.GroupNorm),
+        ("gn", normlib.GroupNorm),
+        ("in", normlib.InstanceNorm2d),
+    ],
+)
 def test_cnn_layers_and_output(norm, layer_type):
     net = models.cnn(1, 10, channels=(8, 16), norm=norm)
     assert isinstance(net.norm1, layer_type) and isinstance(net.norm2, layer_type)
@@ -77,8 +90,10 @@ def test_cnn_feature_map_sizes_and_groups():
     net = models.cnn(1, 4, channels=(8, 8, 8), norm="gn", num_groups=4)
     assert net.norm3.num_groups == 4
     sizes = {}
-    hooks = [getattr(net, f"norm{i}").register_forward_hook(
-        lambda m, i, o, k=i: sizes.__setitem__(k, tuple(o.shape[2:]))) for i in (1, 2, 3)]
+    hooks = [
+        getattr(net, f"norm{i}").register_forward_hook(lambda m, i, o, k=i: sizes.__setitem__(k, tuple(o.shape[2:])))
+        for i in (1, 2, 3)
+    ]
     net(torch.randn(2, 1, 8, 8))
     for h in hooks:
         h.remove()

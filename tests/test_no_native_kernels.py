@@ -197,8 +197,15 @@ def test_recurrent_and_transformer_modules_use_normlib_norms(monkeypatch):
     ]
     for position in ("pre", "post"):
         for norm in ("ln", "rms"):
-            modules.append((TinyTransformer(7, 7, 4, depth=2, d_model=8, num_heads=2, dim_feedforward=16, norm=norm,
-                                            position=position), (torch.randint(0, 7, (2, 4)),), {}))
+            modules.append(
+                (
+                    TinyTransformer(
+                        7, 7, 4, depth=2, d_model=8, num_heads=2, dim_feedforward=16, norm=norm, position=position
+                    ),
+                    (torch.randint(0, 7, (2, 4)),),
+                    {},
+                )
+            )
     for owner, attr in PATCHED:
         if hasattr(owner, attr):
             monkeypatch.setattr(owner, attr, lambda *a, **k: (_ for _ in ()).throw(AssertionError("torch norm called")))

@@ -1,4 +1,5 @@
 """normlib.models.NoisyNorm: per-channel noise after a normalization layer (Santurkar et al. 2018)."""
+
 import pytest
 import torch
 
@@ -46,7 +47,7 @@ def test_the_noise_averages_to_its_expectation():
         shifts.append(noisy.last_shift)
     scales, shifts = torch.stack(scales), torch.stack(shifts)
     assert abs(float(scales.mean()) - 1.0) < 0.01 and abs(float(shifts.mean())) < 0.01
-    assert abs(float(scales.var()) - 1.5 ** 2 / 12) < 0.01  # U(0.25, 1.75): variance 1.5^2 / 12
+    assert abs(float(scales.var()) - 1.5**2 / 12) < 0.01  # U(0.25, 1.75): variance 1.5^2 / 12
 
 
 def test_generator_makes_draws_reproducible_and_seed_controls_the_default():

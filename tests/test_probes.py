@@ -1,4 +1,5 @@
 """normlib.probes and train.sandbox: measurements that leave the model untouched."""
+
 import copy
 import math
 
@@ -17,9 +18,11 @@ def _bn_net(seed=0):
 
 
 def _snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-            [m.training for m in model.modules()])
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        [m.training for m in model.modules()],
+    )
 
 
 def _same(model, snapshot):
@@ -104,7 +107,8 @@ def test_distribution_shift_values():
     assert probes.distribution_shift(3 * before, 3 * after) == pytest.approx(probes.distribution_shift(before, after))
     # It compares distributions, not samples: shuffling the rows of `after` changes nothing.
     assert probes.distribution_shift(before, after[torch.randperm(500)]) == pytest.approx(
-        probes.distribution_shift(before, after))
+        probes.distribution_shift(before, after)
+    )
     # W1 of a rescaling about the mean: |k - 1| * mean |x - mean| per unit.
     centred = before - before.mean(0)
     expected = float((0.5 * centred.abs().mean(0)).sum() / stds)
@@ -164,8 +168,9 @@ def test_gradient_ics_matches_a_manual_computation():
         moved[0].bias -= lr * g_b0
     g_w2_after = torch.autograd.grad(F.cross_entropy(moved(x), y), moved[2].weight)[0]
     assert ics["2"][0] == pytest.approx(float((g_w2 - g_w2_after).norm()), rel=1e-5)
-    assert ics["2"][1] == pytest.approx(float(F.cosine_similarity(g_w2.flatten(), g_w2_after.flatten(), dim=0)),
-                                        rel=1e-5)
+    assert ics["2"][1] == pytest.approx(
+        float(F.cosine_similarity(g_w2.flatten(), g_w2_after.flatten(), dim=0)), rel=1e-5
+    )
     assert ics["2"][0] > 0
     assert probes.gradient_ics(net, (x, y), 0.0)["2"] == (0.0, pytest.approx(1.0))
     with pytest.raises(KeyError, match="no Linear/Conv layer"):

@@ -4,18 +4,19 @@ With layer_norm=False the cells and wrappers must be torch.nn.LSTMCell/GRUCell/L
 (same weights -> same outputs and gradients). With layer_norm=True they must compute Ba et
 al.'s LN-LSTM, checked against an independent formula written with torch's own layer_norm.
 """
+
 import copy
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as TF
+from conftest import assert_close, make_gen, randn, skip_unsupported
 from torch.autograd import gradcheck
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import normlib
 from normlib.recurrent import lengths_mask
-from conftest import assert_close, make_gen, randn, skip_unsupported
 
 CELLS = [
     pytest.param(normlib.LayerNormLSTMCell, nn.LSTMCell, id="lstm"),
@@ -87,10 +88,14 @@ def test_cell_without_layer_norm_is_the_torch_cell(ours_cls, torch_cls, batched,
         assert_close(x.grad, xr.grad, tol=(1e-9, 1e-9) if dtype == torch.float64 else (1e-5, 1e-4), msg="grad input")
         if with_state:
             for s, sr in zip(state, state_r):
-                assert_close(s.grad, sr.grad, tol=(1e-9, 1e-9) if dtype == torch.float64 else (1e-5, 1e-4), msg="grad state")
+                assert_close(
+                    s.grad, sr.grad, tol=(1e-9, 1e-9) if dtype == torch.float64 else (1e-5, 1e-4), msg="grad state"
+                )
         for (name, p), (name_r, pr) in zip(got.named_parameters(), ref.named_parameters()):
             assert name == name_r
-            assert_close(p.grad, pr.grad, tol=(1e-9, 1e-9) if dtype == torch.float64 else (1e-5, 1e-4), msg=f"grad {name}")
+            assert_close(
+                p.grad, pr.grad, tol=(1e-9, 1e-9) if dtype == torch.float64 else (1e-5, 1e-4), msg=f"grad {name}"
+            )
         got.zero_grad()
         ref.zero_grad()
 
@@ -143,7 +148,9 @@ def lstm_reference(x, h, c, cell, eps):
     )
     i, f, g, o = gates.chunk(4, -1)
     c1 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h1 = torch.sigmoid(o) * torch.tanh(TF.layer_norm(c1, c1.shape[-1:], cell.norm_cell.weight, cell.norm_cell.bias, eps))
+    h1 = torch.sigmoid(o) * torch.tanh(
+        TF.layer_norm(c1, c1.shape[-1:], cell.norm_cell.weight, cell.norm_cell.bias, eps)
+    )
     return h1, c1
 
 
@@ -208,9 +215,10 @@ def test_gradcheck_cells(ours_cls, torch_cls):
     params = tuple(cell.parameters())
 
     def run(x, *tensors):
-        states, weights = tensors[: len(state)], tensors[len(state):]
+        states, weights = tensors[: len(state)], tensors[len(state) :]
         replaced = torch.func.functional_call(
-            cell, {name: w for (name, _), w in zip(cell.named_parameters(), weights)},
+            cell,
+            {name: w for (name, _), w in zip(cell.named_parameters(), weights)},
             (x, states if is_lstm(ours_cls) else states[0]),
         )
         return as_tuple(replaced)
@@ -300,7 +308,9 @@ def test_wrapper_without_layer_norm_is_torch_rnn(ours_cls, torch_cls, batch_firs
         for k, cell in enumerate(got.cells):
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 expected = getattr(ref, f"{name}_l{k}").grad
-                assert_close(getattr(cell, name).grad, expected, tol=(1e-9, 1e-9) if dtype == torch.float64 else (1e-5, 1e-4))
+                assert_close(
+                    getattr(cell, name).grad, expected, tol=(1e-9, 1e-9) if dtype == torch.float64 else (1e-5, 1e-4)
+                )
         got.zero_grad()
         ref.zero_grad()
 
@@ -352,7 +362,7 @@ def test_wrapper_with_layer_norm_is_the_cell_in_a_loop(ours_cls, torch_cls):
             padded[n, length:] = 1e3 * torch.randn(6 - length, 3, generator=gen, dtype=torch.float64)
         out_p, final_p = rnn(padded, lengths=lengths)
         for n, length in enumerate(lengths):
-            alone, final_alone = rnn(x[n:n + 1, :length])
+            alone, final_alone = rnn(x[n : n + 1, :length])
             assert_close(out_p[n, :length], alone[0])
             assert torch.all(out_p[n, length:] == 0)
             for a, b in zip(as_tuple(final_p), as_tuple(final_alone)):

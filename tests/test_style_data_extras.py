@@ -1,12 +1,12 @@
 """normlib.style (AdaIN on a fixed random encoder, decoded by pixel optimization) and the
 data helpers chapter 7 uses: exposure_task and sample_image."""
+
 import pytest
 import torch
 
 import normlib
 from normlib import data, style
 from normlib.functional import adain
-
 
 # --------------------------------------------------------------------------- RandomEncoder
 
@@ -60,8 +60,10 @@ def test_stylize_lowers_the_objective_and_moves_statistics_towards_the_style(ima
     assert len(losses) == 61 and losses[-1] < 0.2 * losses[0]
     # The deepest layer's channel statistics are now closer to the style's than the content's were.
     with torch.no_grad():
-        gap = lambda img: sum((a - b).abs().mean() for a, b in zip(style.channel_stats(enc(img)[-1]),
-                                                                    style.channel_stats(enc(target_style)[-1])))
+        gap = lambda img: sum(
+            (a - b).abs().mean()
+            for a, b in zip(style.channel_stats(enc(img)[-1]), style.channel_stats(enc(target_style)[-1]))
+        )
         assert gap(out) < 0.5 * gap(content)
 
 

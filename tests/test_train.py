@@ -1,4 +1,5 @@
 """normlib.train: the seeded training loop, evaluation without side effects, probes."""
+
 import math
 
 import pytest
@@ -62,8 +63,9 @@ def test_probe_and_train_accuracy(digits):
         calls.append(model.training)  # probes see the model as it trains
         return {"weight_norm": float(model.linear1.weight.norm())}
 
-    hist = train.fit(_net(), digits, steps=20, batch_size=32, eval_every=10, eval_train=True, probe=probe,
-                     progress=False)
+    hist = train.fit(
+        _net(), digits, steps=20, batch_size=32, eval_every=10, eval_train=True, probe=probe, progress=False
+    )
     assert calls == [True, True, True]
     assert len(hist.probes["weight_norm"]) == 3 and hist.probes["weight_norm"][0] != hist.probes["weight_norm"][-1]
     assert len(hist.train_accuracy) == 3
@@ -104,10 +106,12 @@ def test_compare_same_start_and_order(digits):
             net = models.mlp(64, 10, hidden=(16,), norm=norm)
             initial.setdefault(norm, []).append(net.linear1.weight.detach().clone())
             return net
+
         return build
 
-    runs = train.compare({"bn": builder("bn"), "none": builder("none")}, digits, seeds=(0, 1), steps=5,
-                         batch_size=16, progress=False)
+    runs = train.compare(
+        {"bn": builder("bn"), "none": builder("none")}, digits, seeds=(0, 1), steps=5, batch_size=16, progress=False
+    )
     assert list(runs) == ["bn", "none"] and all(len(v) == 2 for v in runs.values())
     assert [h.config["seed"] for h in runs["bn"]] == [0, 1]
     # The same seed gives both methods the same initial weights; another seed does not.
@@ -130,8 +134,14 @@ def test_fit_validates_its_arguments(digits):
 
 def test_adam_and_custom_optimizer(digits):
     a = train.fit(_net(), digits, steps=20, batch_size=32, optimizer="adam", lr=1e-3, progress=False)
-    b = train.fit(_net(), digits, steps=20, batch_size=32, progress=False,
-                  optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+    b = train.fit(
+        _net(),
+        digits,
+        steps=20,
+        batch_size=32,
+        progress=False,
+        optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
+    )
     assert a.train_loss == b.train_loss
 
 

@@ -1,13 +1,14 @@
 """normlib.transformer: post-LN/pre-LN blocks against torch.nn.TransformerEncoderLayer."""
+
 import math
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import assert_close, make_gen, randn, skip_unsupported
 
 import normlib
 from normlib.transformer import TinyTransformer, TransformerBlock, ffn_gradient_norms
-from conftest import assert_close, make_gen, randn, skip_unsupported
 
 
 def randomize(module, gen):

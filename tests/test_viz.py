@@ -27,8 +27,9 @@ def test_one_distinct_colour_and_label_per_method():
         viz.color("dropout")
 
 
-@pytest.mark.parametrize("method, groups", [("bn", 1), ("ln", 1), ("in", 1), ("gn", 2), ("gn", 3), ("gn", 1), ("gn", 6),
-                                           ("ibn", 1)])
+@pytest.mark.parametrize(
+    "method, groups", [("bn", 1), ("ln", 1), ("in", 1), ("gn", 2), ("gn", 3), ("gn", 1), ("gn", 6), ("ibn", 1)]
+)
 def test_statistic_ids_match_the_sets_normalize_uses(method, groups):
     """Two cells of the picture share an id exactly when normalize gives them one mean."""
     shape = (4, 6, 5)
@@ -162,9 +163,11 @@ def test_plot_runs_colours_means_and_bands():
     def hist(acc, loss):
         return History(steps=[0, 10, 20], test_accuracy=acc, train_loss=loss, test_loss=[1, 1, 1])
 
-    runs = {"bn": [hist([0.1, 0.5, 0.9], [3, 2, 1]), hist([0.1, 0.7, 0.9], [3, 1, 1])],
-            "none": hist([0.1, 0.2, 0.3], [3, 3, 3]),
-            "noisy": [hist([0.1, 0.4, 0.8], [2, 2, 2])]}
+    runs = {
+        "bn": [hist([0.1, 0.5, 0.9], [3, 2, 1]), hist([0.1, 0.7, 0.9], [3, 1, 1])],
+        "none": hist([0.1, 0.2, 0.3], [3, 3, 3]),
+        "noisy": [hist([0.1, 0.4, 0.8], [2, 2, 2])],
+    }
     fig, ax = plt.subplots()
     viz.plot_runs(ax, runs, colors={"noisy": "#123456"}, labels={"noisy": "noisy BN"})
     lines = {line.get_label(): line for line in ax.get_lines()}
@@ -179,7 +182,9 @@ def test_plot_runs_colours_means_and_bands():
     plt.close(fig)
     fig, ax = plt.subplots()
     viz.plot_runs(ax, {"bn": runs["bn"]}, metric="train_loss", smooth=2)
-    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([2.25, 1.25])  # windows of 2 updates, then the mean over seeds
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx(
+        [2.25, 1.25]
+    )  # windows of 2 updates, then the mean over seeds
     with pytest.raises(KeyError, match="unknown method"):
         viz.plot_runs(ax, {"noisy": runs["noisy"]})  # an unknown key needs a colour
     plt.close(fig)
