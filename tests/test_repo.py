@@ -144,10 +144,11 @@ def test_setup_block_installs_from_the_repository_url():
 
 def test_notebook_list_excludes_instructor_notebooks():
     assert cn.is_listed(ROOT / "chapters/01_one_recipe.ipynb")
-    assert cn.is_listed(ROOT / "exercises/ex01_normalize/ex01_normalize.ipynb")
-    assert cn.kind(ROOT / "exercises/ex01_normalize/ex01_normalize.ipynb") == "student"
+    assert cn.is_listed(ROOT / "exercises/student/01_normalize_and_count.ipynb")
+    assert cn.kind(ROOT / "exercises/student/01_normalize_and_count.ipynb") == "student"
     assert not cn.is_listed(ROOT / "exercises/ex01/autograder/ex01.ipynb")
-    assert not cn.is_listed(ROOT / "exercises/ex01/ex01-master.ipynb")
+    assert not cn.is_listed(ROOT / "exercises/source/01_normalize_and_count.ipynb")  # a master
+    assert cn.kind(ROOT / "exercises/source/01_normalize_and_count.ipynb") == "student"  # its set-up cell
     assert not cn.is_listed(ROOT / "chapters/.ipynb_checkpoints/01-checkpoint.ipynb")
     assert not cn.is_listed(ROOT / "_build/html/_sources/chapters/01_one_recipe.ipynb")
 
