@@ -581,14 +581,31 @@ def _expected_launch_links(rel_page: str) -> dict[str, str]:
     return links
 
 
+LAUNCH_MENU = ".dropdown-launch-buttons"  # the theme's launch menu in the page header
+
+
+def _is_launch(href: str) -> bool:
+    return "colab.research.google.com" in href or "mybinder.org" in href or "/v2/gh/" in href
+
+
 def check_launch_links(v: Visit) -> list[str]:
     hrefs = v.page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    menu = v.page.evaluate(f"() => Array.from(document.querySelectorAll('{LAUNCH_MENU} a[href]')).map(a => a.href)")
     source_notebook = HTML_DIR / "_sources" / (v.rel.removesuffix(".html") + ".ipynb")
     expected = _expected_launch_links(v.rel)
     problems = []
     if expected["repository"] not in hrefs and expected["repository"] + "/" not in hrefs:
         problems.append(f"links: no repository button to {expected['repository']}")
-    launch = [h for h in hrefs if "colab.research.google.com" in h or "mybinder.org" in h or "/v2/gh/" in h]
+    # Links in the text that open another notebook in Colab (a chapter's exercise set) must name
+    # a notebook of this repository that exists; the launch menu must open this page's notebook.
+    owner_repo = "/".join(urlsplit(expected["repository"]).path.strip("/").split("/")[:2])
+    for href in hrefs:
+        if href in menu or not _is_launch(href):
+            continue
+        match = re.search(rf"/github/{re.escape(owner_repo)}/blob/[^/]+/(.+\.ipynb)$", href)
+        if not match or not (ROOT / match.group(1)).is_file():
+            problems.append(f"links: {href} does not open a notebook of this repository")
+    launch = [h for h in menu if _is_launch(h)]
     if not source_notebook.exists():
         if launch:
             problems.append(f"links: a page not built from a notebook has launch links {launch}")
