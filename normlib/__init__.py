@@ -13,9 +13,10 @@ import random
 import numpy as np
 import torch
 
-from . import data, functional, invariance, models, probes, recurrent, reference, train, transformer
+from . import data, functional, invariance, models, probes, recurrent, reference, style, train, transformer
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .ibn import IBNorm
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
@@ -33,6 +34,7 @@ __all__ = [
     "LayerNorm",
     "GroupNorm",
     "RMSNorm",
+    "IBNorm",
     "weight_norm",
     "fold_bn",
     "recompute_bn_stats",
@@ -55,6 +57,7 @@ __all__ = [
     "data",
     "models",
     "train",
+    "style",
     "probes",
     "viz",
 ]

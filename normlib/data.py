@@ -16,6 +16,10 @@ that names the package to install.
 * :func:`batches` -- shuffled mini-batches of two tensors, reproducible with a generator.
 * :func:`characters` -- next-character prediction on Python's own help text (which ships
   with Python), as a :class:`TextDataset` of integer character ids.
+* :func:`exposure_task` -- the images of another dataset at a few contrast levels; the label
+  is the level (a task that per-image normalization cannot solve).
+* :func:`sample_image` -- a colour photograph from scikit-image's wheel as a (1, 3, H, W)
+  tensor in [0, 1].
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ __all__ = [
     "TextDataset",
     "python_docs_text",
     "characters",
+    "exposure_task",
+    "sample_image",
+    "SAMPLE_IMAGES",
 ]
 
 
@@ -404,3 +411,67 @@ def characters(
     x_test, y_test = windows(ids[split:], num_test)
     dataset = TextDataset(name, x_train, y_train, x_test, y_test, len(vocabulary), vocabulary=vocabulary)
     return dataset.to(_default_device(device))
+
+
+# --------------------------------------------------------------------------- derived tasks and images
+
+
+def exposure_task(
+    base: Dataset,
+    factors: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
+    *,
+    seed: int = 0,
+) -> Dataset:
+    """The images of ``base``, each multiplied by one of ``factors``; the label is the factor.
+
+    Every training and test image gets a factor drawn uniformly from ``factors`` (with
+    ``seed``), and its new label is that factor's index: the task is to tell how strongly
+    an image is exposed, whatever it shows. The original labels are dropped. With inputs
+    whose background is 0 (digits), multiplying changes the contrast, and a network that
+    normalizes each image's channels (InstanceNorm after its first convolution) cannot see
+    the difference.
+    """
+    factors = [float(f) for f in factors]
+    if len(factors) < 2 or len(set(factors)) != len(factors):
+        raise ValueError(f"exposure_task: need at least two distinct factors, got {factors}")
+    if any(f <= 0 for f in factors):
+        raise ValueError(f"exposure_task: factors must be positive, got {factors}")
+    generator = torch.Generator().manual_seed(seed)
+    scale = torch.tensor(factors, dtype=torch.float64)
+
+    def relabel(x: Tensor):
+        level = torch.randint(len(factors), (x.shape[0],), generator=generator)
+        gain = scale[level].to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+        return x * gain, level.to(x.device)
+
+    x_train, y_train = relabel(base.x_train)
+    x_test, y_test = relabel(base.x_test)
+    return Dataset(f"{base.name}-exposure", x_train, y_train, x_test, y_test, len(factors))
+
+
+# Colour photographs inside scikit-image's wheel (no download; pooch-backed images are not listed).
+SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
+                 "brick", "grass", "gravel", "camera")
+
+
+def sample_image(name: str, size: int = 64, *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A scikit-image sample image as a ``(1, 3, size, size)`` tensor with values in [0, 1].
+
+    The largest centred square is cut out and shrunk to ``size`` x ``size`` by area
+    averaging; grey images (brick, grass, gravel, camera) are repeated into three channels.
+    ``name`` is one of :data:`SAMPLE_IMAGES`, all of which ship inside the scikit-image wheel.
+    """
+    if name not in SAMPLE_IMAGES:
+        raise ValueError(f"sample_image: unknown image {name!r}; expected one of {', '.join(SAMPLE_IMAGES)}")
+    if size < 1:
+        raise ValueError(f"sample_image: size must be positive, got {size}")
+    skimage_data = _require("skimage.data", "scikit-image")
+    pixels = np.asarray(getattr(skimage_data, name)(), dtype=np.float64) / 255.0
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    height, width = pixels.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = torch.as_tensor(pixels[top : top + side, left : left + side, :3]).permute(2, 0, 1)[None]
+    image = torch.nn.functional.interpolate(square, size=(size, size), mode="area")
+    return image.clamp(0.0, 1.0).to(device=_default_device(device), dtype=dtype)

@@ -11,11 +11,12 @@ from typing import Optional
 from torch import nn
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .ibn import IBNorm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 
 __all__ = ["make_norm", "NORM_NAMES", "default_num_groups"]
 
-NORM_NAMES = ("bn", "ln", "in", "gn", "rms", "none")
+NORM_NAMES = ("bn", "ln", "in", "gn", "ibn", "rms", "none")
 
 _BATCH_NORMS = {0: BatchNorm1d, 1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
 _INSTANCE_NORMS = {1: InstanceNorm1d, 2: InstanceNorm2d, 3: InstanceNorm3d}
@@ -44,6 +45,8 @@ def make_norm(
     - ``"gn"``: GroupNorm; ``num_groups`` defaults to :func:`default_num_groups`.
     - ``"ln"``: LayerNorm(C) on (N, C) features; on feature maps GroupNorm(1, C), i.e.
       LayerNorm over (C, *spatial) with per-channel gamma/beta, as in the GN paper.
+    - ``"ibn"``: :class:`IBNorm` on (N, C, H, W) only: InstanceNorm on the first half of
+      the channels, BatchNorm on the rest (IBN-Net).
     - ``"rms"``: RMSNorm(C) on (N, C) features only.
     - ``"none"``: ``nn.Identity()``.
     """
@@ -67,6 +70,10 @@ def make_norm(
         if spatial_dims == 0:
             return LayerNorm(num_channels, eps=eps, elementwise_affine=affine)
         return GroupNorm(1, num_channels, eps=eps, affine=affine)
+    if key == "ibn":
+        if spatial_dims != 2:
+            raise ValueError("make_norm: 'ibn' (IBNorm) is defined for (N, C, H, W) feature maps only (spatial_dims=2)")
+        return IBNorm(num_channels, eps=eps, affine=affine)
     if spatial_dims != 0:
         raise ValueError("make_norm: 'rms' normalizes the last dim and is supported for (N, C) features only")
     return RMSNorm(num_channels, eps=eps, elementwise_affine=affine)

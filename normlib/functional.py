@@ -37,6 +37,7 @@ __all__ = [
     "group_norm",
     "instance_norm",
     "rms_norm",
+    "adain",
 ]
 
 Dims = Union[int, Sequence[int]]
@@ -505,3 +506,50 @@ def instance_norm(
     if running_mean is None or running_var is None:
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
     return _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps)
+
+
+# --------------------------------------------------------------------------- AdaIN
+
+
+def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
+    """Adaptive instance normalization (Huang & Belongie, 2017): give each
+    channel of ``content`` the mean and standard deviation of that channel
+    in ``style``.
+
+        adain(x, s) = sqrt(var_s + eps) * (x - mu_x) / sqrt(var_x + eps) + mu_s
+
+    Statistics are per sample and channel, over the spatial axes (2, 3, ...):
+    InstanceNorm's sets, biased variance. The content is instance-normalized
+    by :func:`normalize`, with the style's statistics as gamma and beta. Both
+    standard deviations include ``eps``, so ``adain(x, x)`` is exactly ``x``;
+    the output has the style's mean and the variance
+    ``(var_s + eps) * var_x / (var_x + eps)``, the style's up to ~eps.
+
+    ``content`` is (N, C, *spatial); ``style`` is (N, C, *spatial') or
+    (1, C, *spatial'): only its statistics are used, so its spatial size may
+    differ, and one style serves a whole batch. Returns ``content``'s shape.
+    """
+    _check_floating(content, "adain")
+    _check_floating(style, "adain")
+    if content.dim() < 3 or style.dim() != content.dim():
+        raise ValueError(
+            "adain: content and style must both be (N, C, *spatial), with at "
+            "least one spatial dim and the same rank; got content of shape "
+            f"{list(content.shape)} and style of shape {list(style.shape)}"
+        )
+    if style.shape[1] != content.shape[1]:
+        raise ValueError(
+            f"adain: content has {content.shape[1]} channels but style has "
+            f"{style.shape[1]} (statistics are swapped channel by channel)"
+        )
+    if style.shape[0] not in (1, content.shape[0]):
+        raise ValueError(
+            "adain: style batch size must be 1 or the content's "
+            f"({content.shape[0]}), got {style.shape[0]}"
+        )
+    dims = norm_dims("in", content.dim())
+    _, style_mean, style_var = _moments(style, dims)
+    _verify_spatial_size(content.size())
+    y, _, _ = normalize(content, dims, eps,
+                        weight=torch.sqrt(style_var + eps), bias=style_mean)
+    return y

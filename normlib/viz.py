@@ -4,7 +4,8 @@ Every chapter draws with these helpers so that a method has the same colour, and
 the same look, on every page:
 
 * :data:`METHOD_COLORS`, :data:`METHOD_LABELS` and :func:`color` -- one colour-blind-safe
-  colour (Okabe & Ito palette) and one display name per method, used across the book.
+  colour (Okabe & Ito palette, plus a dark brown for IBN once its eight colours ran out) and
+  one display name per method, used across the book.
 * :func:`use_style` -- matplotlib settings for the book (small figures, readable fonts,
   no top/right spines, dpi 100 so that embedded PNGs stay small).
 * :func:`draw_norm_axes` -- the N x C x (H.W) box of Wu & He (2018, Figure 2) with the cells
@@ -57,6 +58,7 @@ METHOD_COLORS = {
     "wn": "#56B4E9",  # sky blue
     "sn": "#000000",  # black
     "brn": "#F0E442",  # yellow: use lines >= 2 pt or markers with a dark edge on white
+    "ibn": "#8C510A",  # dark brown (ColorBrewer BrBG): darker than every colour above but black
     "none": "#999999",  # grey: the baseline without normalization
 }
 
@@ -69,6 +71,7 @@ METHOD_LABELS = {
     "wn": "WeightNorm",
     "sn": "SwitchableNorm",
     "brn": "BatchRenorm",
+    "ibn": "IBN (IN + BN)",
     "none": "no normalization",
 }
 
@@ -76,7 +79,8 @@ _ALIASES = {
     "batchnorm": "bn", "batch": "bn", "layernorm": "ln", "layer": "ln",
     "instancenorm": "in", "instance": "in", "groupnorm": "gn", "group": "gn",
     "rmsnorm": "rms", "weightnorm": "wn", "switchablenorm": "sn", "batchrenorm": "brn",
-    "brenorm": "brn", "plain": "none", "baseline": "none",
+    "brenorm": "brn", "ibnorm": "ibn", "instancebatchnorm": "ibn", "plain": "none",
+    "baseline": "none",
 }
 
 
@@ -90,7 +94,7 @@ def _key(method: str) -> str:
 
 def color(method: str) -> str:
     """The book's colour for ``method`` ("bn", "ln", "in", "gn", "rms", "wn", "sn", "brn",
-    "none"; long names such as "BatchNorm" work too)."""
+    "ibn", "none"; long names such as "BatchNorm" work too)."""
     return METHOD_COLORS[_key(method)]
 
 
@@ -145,12 +149,17 @@ _REDUCED_OVER = {
     "ln": "C, H·W",
     "in": "H·W",
     "gn": "C/G, H·W",
+    "ibn": "H·W (IN half); N, H·W (BN half)",
 }
 
 
-def statistic_ids(method: str, shape: Sequence[int] = (4, 6, 5), num_groups: int = 2) -> np.ndarray:
+def statistic_ids(
+    method: str, shape: Sequence[int] = (4, 6, 5), num_groups: int = 2, instance_channels: int | None = None
+) -> np.ndarray:
     """Integer array of ``shape`` (N, C, H·W): cells with the same id share one mean and one
-    variance under ``method`` ("bn", "ln", "in" or "gn")."""
+    variance under ``method`` ("bn", "ln", "in", "gn" or "ibn"). For "ibn" the first
+    ``instance_channels`` channels (default C // 2) are instance-normalized, the rest
+    batch-normalized, as in :class:`normlib.IBNorm`."""
     key = _key(method)
     N, C, HW = shape
     n, c, _ = np.meshgrid(np.arange(N), np.arange(C), np.arange(HW), indexing="ij")
@@ -164,7 +173,13 @@ def statistic_ids(method: str, shape: Sequence[int] = (4, 6, 5), num_groups: int
         if C % num_groups:
             raise ValueError(f"C={C} is not divisible by num_groups={num_groups}")
         return n * num_groups + c // (C // num_groups)
-    raise ValueError(f"draw_norm_axes handles 'bn', 'ln', 'in', 'gn', not {method!r}")
+    if key == "ibn":
+        k = C // 2 if instance_channels is None else int(instance_channels)
+        if not 0 < k < C:
+            raise ValueError(f"instance_channels={k} must be between 1 and C - 1 = {C - 1}")
+        # Instance sets n * k + c for c < k; then one batch set per remaining channel.
+        return np.where(c < k, n * k + c, N * k + (c - k))
+    raise ValueError(f"draw_norm_axes handles 'bn', 'ln', 'in', 'gn', 'ibn', not {method!r}")
 
 
 def _mix(rgb, weight):
@@ -182,6 +197,7 @@ def draw_norm_axes(
     note: str | None = None,
     show_partition: bool = False,
     depth: tuple[float, float] = (0.45, 0.32),
+    instance_channels: int | None = None,
 ):
     """Draw the N x C x (H·W) tensor as a box of cells, Wu & He (2018) Figure 2 style.
 
@@ -190,13 +206,14 @@ def draw_norm_axes(
     set -- are filled with the method's colour. With ``show_partition=True`` the other sets
     are tinted lightly (alternating shades), so the number of sets can be counted.
 
-    ``method`` is one of "bn", "ln", "in", "gn"; ``num_groups`` is used by "gn" only.
+    ``method`` is one of "bn", "ln", "in", "gn", "ibn"; ``num_groups`` is used by "gn" only,
+    ``instance_channels`` (default C // 2) by "ibn" only.
     ``title`` replaces the default title (method name and the dims it reduces over);
     ``note`` is a line of text under the box. Returns ``ax``.
     """
     key = _key(method)
     N, C, HW = (int(s) for s in shape)
-    ids = statistic_ids(key, (N, C, HW), num_groups)
+    ids = statistic_ids(key, (N, C, HW), num_groups, instance_channels)
     chosen = ids[0, 0, 0]
     base = to_rgb(color(key))
     dx, dy = depth

@@ -174,6 +174,34 @@ MUTANTS = {
         "evaluate divides the correct labels by the number of samples, not of labels",
         [("train.py", "correct / y.numel()", "correct / x.shape[0]")],
     ),
+    "ibn_halves_swapped": (
+        "IBNorm batch-normalizes the FIRST channels and instance-normalizes the rest",
+        [
+            ("ibn.py",
+             "sizes = [self.instance_channels, self.batch_channels]\n"
+             "        instance_part, batch_part = torch.split(input, sizes, dim=1)\n"
+             "        return torch.cat([self.IN(instance_part), self.BN(batch_part)], dim=1)",
+             "sizes = [self.batch_channels, self.instance_channels]\n"
+             "        batch_part, instance_part = torch.split(input, sizes, dim=1)\n"
+             "        return torch.cat([self.BN(batch_part), self.IN(instance_part)], dim=1)"),
+        ],
+    ),
+    "adain_unbiased_style_var": (
+        "adain takes the style's UNBIASED variance (torch.var's default), so outputs miss the style's statistics",
+        [
+            ("functional.py",
+             "    _, style_mean, style_var = _moments(style, dims)\n",
+             "    _, style_mean, _ = _moments(style, dims)\n    style_var = style.var(dims, keepdim=True)\n"),
+        ],
+    ),
+    "adain_style_std_without_eps": (
+        "adain scales by sqrt(var_style) without eps: adain(x, x) is no longer exactly x",
+        [
+            ("functional.py",
+             "weight=torch.sqrt(style_var + eps), bias=style_mean)",
+             "weight=torch.sqrt(style_var), bias=style_mean)"),
+        ],
+    ),
 }
 
 DEFAULT = ["unbiased_forward", "keras_momentum", "biased_running_var", "strided_groups",
@@ -181,7 +209,8 @@ DEFAULT = ["unbiased_forward", "keras_momentum", "biased_running_var", "strided_
            "calls_F_layer_norm", "calls_aten_batch_norm",
            "ln_lstm_no_cell_norm", "ln_lstm_bias_inside_norm", "rnn_state_runs_into_padding", "gru_reset_gate_dropped",
            "time_step_bn_shares_stats", "pre_ln_is_post_ln", "invariance_ln_over_batch",
-           "sequence_accuracy_per_sample"]
+           "sequence_accuracy_per_sample",
+           "ibn_halves_swapped", "adain_unbiased_style_var", "adain_style_std_without_eps"]
 
 
 class PatternNotFound(Exception):

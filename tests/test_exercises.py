@@ -272,6 +272,43 @@ def test_setup_cell_points_at_the_repository(path):
         assert link_path == f"exercises/student/{path.name}", f"the Colab link opens {link_path}"
 
 
+_STUDENT_LINK = re.compile(r"(https://\S+?)/exercises/student/([\w.-]+\.ipynb)")
+
+
+def _chapter_exercise_links(text, url, branch):
+    """{notebook name: kinds of link} for the student-notebook links in ``text``; bad prefixes raise."""
+    owner_name = url.removeprefix("https://github.com/")
+    kinds = {f"{url}/blob/{branch}": "github",
+             f"https://colab.research.google.com/github/{owner_name}/blob/{branch}": "colab"}
+    links = {}
+    for prefix, name in _STUDENT_LINK.findall(text):
+        assert prefix in kinds, f"{prefix}/exercises/student/{name}: not {' or '.join(kinds)}"
+        links.setdefault(name, set()).add(kinds[prefix])
+    return links
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "chapters").glob("*.ipynb")), ids=lambda p: p.name)
+def test_chapter_exercise_links_open_committed_student_notebooks(path):
+    """A chapter's links to a set open a committed student notebook on GitHub and in Colab."""
+    repository = _config()["repository"]
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    links = _chapter_exercise_links(text, repository["url"], repository.get("branch", "main"))
+    for name, kinds in links.items():
+        assert (ex.STUDENT_DIR / name).is_file(), f"{path.name} links exercises/student/{name}, which does not exist"
+        assert kinds == {"github", "colab"}, f"{path.name} links {name} only as {kinds}: give both links"
+
+
+def test_chapter_exercise_link_check_can_fail():
+    url = "https://github.com/o/r"
+    good = (f"[notebook]({url}/blob/main/exercises/student/02_x.ipynb), [open in Colab]"
+            "(https://colab.research.google.com/github/o/r/blob/main/exercises/student/02_x.ipynb)")
+    assert _chapter_exercise_links(good, url, "main") == {"02_x.ipynb": {"github", "colab"}}
+    with pytest.raises(AssertionError, match="not https://github.com/o/r/blob/main"):
+        _chapter_exercise_links(good.replace("/o/r/blob", "/o/other/blob"), url, "main")
+    with pytest.raises(AssertionError):
+        _chapter_exercise_links(good, url, "dev")  # links to main, the book says dev
+
+
 def test_autograder_requirements_install_normlib_from_the_repository():
     text = (ROOT / "exercises" / "autograder-requirements.txt").read_text()
     assert f"normlib @ git+{_config()['repository']['url']}" in text.splitlines()

@@ -23,6 +23,7 @@ FACTORY = [
     ("bn", 3, normlib.BatchNorm3d), ("in", 1, normlib.InstanceNorm1d), ("in", 2, normlib.InstanceNorm2d),
     ("in", 3, normlib.InstanceNorm3d), ("gn", 2, normlib.GroupNorm), ("gn", 0, normlib.GroupNorm),
     ("ln", 0, normlib.LayerNorm), ("ln", 2, normlib.GroupNorm), ("rms", 0, normlib.RMSNorm), ("none", 2, nn.Identity),
+    ("ibn", 2, normlib.IBNorm),
 ]
 
 
@@ -50,7 +51,7 @@ def test_make_norm_details():
     assert normlib.make_norm("in", 8, affine=True).affine is True
     assert normlib.make_norm("bn", 8, affine=False).weight is None
     assert normlib.make_norm("bn", 8, eps=1e-3).eps == 1e-3
-    assert set(normlib.NORM_NAMES) == {"bn", "ln", "in", "gn", "rms", "none"}
+    assert set(normlib.NORM_NAMES) == {"bn", "ln", "in", "gn", "ibn", "rms", "none"}
 
 
 def test_make_norm_unknown_name():

@@ -26,7 +26,8 @@ def test_one_distinct_colour_and_label_per_method():
         viz.color("dropout")
 
 
-@pytest.mark.parametrize("method, groups", [("bn", 1), ("ln", 1), ("in", 1), ("gn", 2), ("gn", 3), ("gn", 1), ("gn", 6)])
+@pytest.mark.parametrize("method, groups", [("bn", 1), ("ln", 1), ("in", 1), ("gn", 2), ("gn", 3), ("gn", 1), ("gn", 6),
+                                           ("ibn", 1)])
 def test_statistic_ids_match_the_sets_normalize_uses(method, groups):
     """Two cells of the picture share an id exactly when normalize gives them one mean."""
     shape = (4, 6, 5)
@@ -36,6 +37,11 @@ def test_statistic_ids_match_the_sets_normalize_uses(method, groups):
         n, c, hw = shape
         statistics = normalize(x.reshape(n, groups, c // groups, hw), norm_dims("gn", 3))[1]
         mean = statistics.expand(n, groups, c // groups, hw).reshape(shape)
+    elif method == "ibn":  # channels 0..2 per (sample, channel), 3..5 per channel over the batch
+        instance_mean = normalize(x[:, :3], norm_dims("in", 3))[1].expand(4, 3, 5)
+        batch_mean = normalize(x[:, 3:], norm_dims("bn", 3))[1].expand(4, 3, 5)
+        mean = torch.cat([instance_mean, batch_mean], dim=1)
+        statistics = torch.cat([instance_mean[:, :, 0].flatten(), batch_mean[0, :, 0]])
     else:
         statistics = normalize(x, norm_dims(method, 3))[1]
         mean = statistics.expand(shape)
