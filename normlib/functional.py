@@ -13,6 +13,12 @@ Each public function below calls it and only says which axes it uses and how its
 parameters are shaped, with the signature and semantics of the matching function in
 :mod:`torch.nn.functional`.
 
+The layers call it through ``_normalize_layer`` (and BatchNorm through
+:class:`BatchNormFunction`), which in eager mode runs the same four steps in an autograd
+Function written for speed: fewer passes over memory, steps 3 and 4 in place, a
+closed-form backward pass ("the fast path" below; Chapter 11 measures it). Under
+``torch.compile`` and ``torch.func`` they run :func:`normalize` itself.
+
 Half-precision inputs (float16, bfloat16) are computed in float32 and returned in
 the input's dtype, as PyTorch does. Nothing here calls PyTorch's own normalization
 kernels: they serve as the reference in the tests, never as the implementation.
@@ -22,10 +28,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "normalize",
@@ -188,6 +195,273 @@ def norm_dims(method: str, ndim: int) -> Tuple[int, ...]:
     return tuple(range(2, ndim + 1))
 
 
+# --------------------------------------------------------------------------- the fast path
+#
+# The layers compute the same four steps, in eager mode through one autograd Function written
+# for speed (Chapter 11, "Normalization at speed"). Normalization is memory-bound: every pass
+# over a full-size tensor costs about as much as copying it, and every fresh full-size buffer
+# costs more than rewriting one in place. So the Function
+#   - makes the passes eager PyTorch cannot avoid and no others: a mean, one write of the
+#     deviations x - mean into the buffer that becomes the output, one read for the variance,
+#     then steps 3 and 4 in place on that buffer;
+#   - folds gamma into 1/sqrt(var + eps) where both are per channel (one small multiply);
+#   - differentiates in closed form, with one full-size buffer, instead of replaying each step.
+# Under torch.compile the compiler fuses the readable `normalize` by itself, and torch.func
+# transforms need out-of-place ops, so there the layers call `normalize` directly.
+
+
+def _fused_allowed() -> bool:
+    """The hand-fused Function runs in plain eager mode; the compiler and torch.func get ``normalize``."""
+    return not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
+
+
+class _View(NamedTuple):
+    """How the fused path sees an input: a contiguous-order view ``(A, B, K, S)``.
+
+    One statistic per ``(a, b)`` over ``(K, S)``, or per ``b`` over ``(A, K, S)`` when
+    ``over_batch`` (BatchNorm). gamma/beta are either per channel, shaped ``(1, B or 1, K, 1)``,
+    or per element of the last axis, shaped ``(1, 1, 1, S)`` (LayerNorm, RMSNorm).
+    """
+
+    shape: Tuple[int, int, int, int]
+    over_batch: bool
+    per_element: bool
+    affine_shape: Tuple[int, int, int, int]
+
+
+def _fused_view(shape, dims: Tuple[int, ...], affine: Optional[Tensor], other: Optional[Tensor]) -> Optional[_View]:
+    """The (A, B, K, S) view for normalizing ``shape`` over ``dims``, or None (then the plain path runs).
+
+    Supported: ``dims`` a trailing block of axes (LN, IN, GN's grouped view, RMSNorm), or that
+    block plus axis 0 (BN); gamma/beta of one of the two shapes described in :class:`_View`.
+    """
+    n = len(shape)
+    over_batch = n >= 2 and dims[0] == 0 and dims[1:] == tuple(range(2, n))
+    start = 2 if over_batch else (dims[0] if dims == tuple(range(dims[0], n)) else -1)
+    if start < 0:
+        return None
+    lead = tuple(shape[1:start]) if start >= 1 else ()
+    trail = tuple(shape[start:])
+    A = shape[0] if start >= 1 else 1
+    B, T = math.prod(lead), math.prod(trail)
+    if affine is None:
+        return _View((A, B, 1, T), over_batch, False, (1, 1, 1, 1))
+    if other is not None and other.shape != affine.shape:
+        return None
+    if affine.dim() > n:
+        return None
+    w = (1,) * (n - affine.dim()) + tuple(affine.shape)
+    w_lead, w_trail = w[1:start] if start >= 1 else (), w[start:]
+    if start >= 1 and w[0] != 1:
+        return None
+    if all(s == 1 for s in w_lead) and w_trail == trail and not over_batch:
+        return _View((A * B, 1, 1, T), False, True, (1, 1, 1, T))  # per element of the last axes
+    if w_lead == lead:
+        Bw = B
+    elif all(s == 1 for s in w_lead):
+        Bw = 1
+    else:
+        return None
+    # gamma may vary along the first j trailing axes (GN's channels in a group), then is constant
+    j = len(trail)
+    while j > 0 and w_trail[j - 1] == 1:
+        j -= 1
+    if w_trail[:j] != trail[:j]:
+        return None
+    K = math.prod(trail[:j])
+    return _View((A, B, K, T // K if K else 0), over_batch, False, (1, Bw, K, 1))
+
+
+def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, center: bool):
+    """Steps 2-4 with five full-size operations (8 tensor-sized reads and writes, PyTorch's
+    fused kernel needs 2); returns (y, mean, var), the statistics shaped (A or 1, B, 1, 1)."""
+    A, B, K, S = view.shape
+    dtype = _compute_dtype(x.dtype)
+    xv = x.reshape(view.shape)
+    stat_dims = (0, 2, 3) if view.over_batch else (2, 3)
+    m = K * S * (A if view.over_batch else 1)  # values per statistic
+    # Step 2. Pass 1: the mean. Pass 2: the deviations, written once, into the buffer that
+    # becomes y. Pass 3: their sum of squares (a vector norm over the contiguous last axes is
+    # one fast read). Two passes over x, so no cancellation (Chapter 11). torch.var_mean is
+    # as safe (Welford's update inside PyTorch), but on the CPU it applies that update one
+    # value at a time in double precision: 10-50x slower than these vectorized passes.
+    if center:
+        mean = xv.mean(dim=stat_dims, keepdim=True, dtype=dtype)
+        y = xv - mean  # a new tensor, in the computation dtype
+        deviations = y
+    else:
+        mean = None
+        deviations = xv
+    square_sums = torch.linalg.vector_norm(deviations.reshape(A, B, 1, K * S), dim=-1, keepdim=True, dtype=dtype)
+    square_sums = square_sums.square_()
+    if view.over_batch:
+        square_sums = square_sums.sum(dim=0, keepdim=True)
+    var = square_sums.div_(m)  # the biased variance: divide by m
+    inv_std = torch.rsqrt(var + eps)
+    # Steps 3 and 4, in place. Per-channel gamma folds into 1/std (a few numbers, not a pass).
+    scale = inv_std
+    if weight is not None and not view.per_element:
+        scale = inv_std * weight.reshape(view.affine_shape).to(dtype)
+    if center:
+        y.mul_(scale)
+    else:
+        y = xv * scale  # RMSNorm: the first write of a full-size buffer
+    if view.per_element and weight is not None:
+        w = weight.reshape(view.affine_shape).to(dtype)
+        if bias is not None:
+            torch.addcmul(bias.reshape(view.affine_shape).to(dtype), y, w, out=y)
+        else:
+            y.mul_(w)
+    elif bias is not None:
+        y.add_(bias.reshape(view.affine_shape).to(dtype))
+    if mean is None:
+        mean = torch.zeros_like(var)
+    return y.to(x.dtype).reshape(x.shape), mean, var
+
+
+def _fused_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor], mean: Tensor, var: Tensor,
+                    eps: float, center: bool, needs_weight: bool, needs_bias: bool):
+    """Closed-form gradients with one full-size buffer. With g = dy * gamma, x_hat the standardized
+    x and sums over each statistic's m values:
+
+        dx = (g - sum(g) / m - x_hat * sum(g * x_hat) / m) / std      (no sum(g) term for RMSNorm)
+        dgamma = sum over the batch-like axes of dy * x_hat,  dbeta = the same sum of dy.
+    """
+    A, B, K, S = view.shape
+    dtype = _compute_dtype(x.dtype)
+    m = K * S * (A if view.over_batch else 1)
+    xv = x.reshape(view.shape)
+    dyv = dy.reshape(view.shape).to(dtype)
+    inv_std = torch.rsqrt(var + eps)
+    w = None if weight is None else weight.reshape(view.affine_shape).to(dtype)
+    # The one buffer: first dy * (x - mean), summed into the statistics below; then dx.
+    buffer = xv - mean if center else xv.to(dtype, copy=True)
+    buffer.mul_(dyv)
+    grad_weight = grad_bias = None
+    if view.per_element:
+        rows = buffer.reshape(-1, S)
+        if needs_weight and w is not None:  # sum over rows of dy * x_hat, as a vector-matrix product
+            grad_weight = (inv_std.expand(A, B, K, 1).reshape(1, -1) @ rows).reshape(view.affine_shape)
+        # per statistic: sum(g * (x - mean)) and sum(g)
+        dot = (rows @ w.reshape(S) if w is not None else rows.sum(1)).reshape(A, B, K).sum(2)
+        if needs_bias:
+            grad_bias = dyv.reshape(-1, S).sum(0).reshape(view.affine_shape)
+        g = torch.mul(dyv, w, out=buffer) if w is not None else buffer.copy_(dyv)
+        g_sum = g.reshape(A, B, -1).sum(2)
+        g.mul_(inv_std)  # the buffer now holds g / std
+    else:
+        per_channel_dot = buffer.sum(3)  # (A, B, K): sum over S of dy * (x - mean)
+        per_channel_dy = dyv.sum(3)
+        if needs_weight and w is not None:
+            grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
+            grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
+        if needs_bias:
+            grad_bias = per_channel_dy.sum(0, keepdim=True).sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
+        w3 = 1.0 if w is None else w.reshape(view.affine_shape[:3])
+        dot = (per_channel_dot * w3).sum(2)
+        g_sum = (per_channel_dy * w3).sum(2)
+        if view.over_batch:
+            dot, g_sum = dot.sum(0, keepdim=True), g_sum.sum(0, keepdim=True)
+        # g / std = dy * (gamma / std): gamma / std is per channel
+        scale = inv_std if w is None else inv_std * w
+        g = torch.mul(dyv, scale, out=buffer)
+    dot, g_sum = dot.reshape(inv_std.shape), g_sum.reshape(inv_std.shape)
+    # dx = g/std + k * (x - mean) + c, assembled from x itself (one pass fewer): x * k and
+    # mean * k round like x itself does in its dtype, an error of about u * |mean| / std with
+    # u the unit roundoff, as in PyTorch's CPU LayerNorm kernel. The variance is another
+    # matter: from E[x^2] - E[x]^2 its error would grow like u * (mean / std)^2 (Chapter 11).
+    k = -inv_std.pow(3) * dot / m
+    c = -k * mean if center else torch.zeros_like(k)
+    if center:
+        c = c - inv_std * g_sum / m
+    g.addcmul_(xv.to(dtype), k)
+    g.add_(c)
+    grad_input = g.to(x.dtype).reshape(x.shape)
+    if grad_weight is not None:
+        grad_weight = grad_weight.to(weight.dtype)
+    return grad_input, grad_weight, grad_bias
+
+
+def _plain_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor], eps: float, center: bool):
+    """The same closed form in plain, out-of-place tensor ops, with the statistics recomputed from x:
+    differentiable again (second derivatives) and usable under torch.func transforms."""
+    dims = (0, 2, 3) if view.over_batch else (2, 3)
+    xv = x.reshape(view.shape)
+    xc, mean, var = _moments(xv, dims, center)
+    inv_std = torch.rsqrt(var + eps)
+    x_hat = ((xc - mean) if center else xc) * inv_std
+    dyv = dy.reshape(view.shape).to(x_hat.dtype)
+    g = dyv if weight is None else dyv * weight.reshape(view.affine_shape).to(x_hat.dtype)
+    grad_input = g - x_hat * (g * x_hat).mean(dim=dims, keepdim=True)
+    if center:
+        grad_input = grad_input - g.mean(dim=dims, keepdim=True)
+    grad_input = (grad_input * inv_std).to(x.dtype).reshape(x.shape)
+    grad_weight = None if weight is None else (dyv * x_hat).sum_to_size(view.affine_shape).to(weight.dtype)
+    grad_bias = dyv.sum_to_size(view.affine_shape)
+    return grad_input, grad_weight, grad_bias
+
+
+class _NormalizeFunction(torch.autograd.Function):
+    """``normalize`` for the layers: fused forward and closed-form backward (see above).
+
+    ``apply(x, weight, bias, eps, view, center)`` returns ``(y, mean, var)``, the statistics
+    on the view (not differentiable). ``weight``/``bias`` come in ``view.affine_shape``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, view: _View, center: bool):
+        if _fused_allowed():
+            return _fused_forward(x, view, weight, bias, eps, center)
+        dims = (0, 2, 3) if view.over_batch else (2, 3)
+        y, mean, var = normalize(x.reshape(view.shape), dims, eps, weight=weight, bias=bias, center=center)
+        return y.reshape(x.shape), (torch.zeros_like(var) if mean is None else mean), var
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, eps, view, center = inputs
+        _, mean, var = output
+        ctx.eps, ctx.view, ctx.center = eps, view, center
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.mark_non_differentiable(mean, var)
+
+    @staticmethod
+    def backward(ctx, grad_output, _grad_mean, _grad_var):
+        x, weight, mean, var = ctx.saved_tensors
+        if torch.is_grad_enabled() or not _fused_allowed():
+            # create_graph=True or torch.func: plain ops, statistics recomputed from x, so that
+            # autograd also sees how they depend on x and second derivatives are exact.
+            grad_input, grad_weight, grad_bias = _plain_backward(grad_output, x, ctx.view, weight, ctx.eps, ctx.center)
+        else:
+            grad_input, grad_weight, grad_bias = _fused_backward(
+                grad_output, x, ctx.view, weight, mean, var, ctx.eps, ctx.center,
+                ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
+        return grad_input, grad_weight, grad_bias, None, None, None
+
+
+def _normalize_layer(x: Tensor, dims: Tuple[int, ...], eps: float, weight: Optional[Tensor] = None,
+                     bias: Optional[Tensor] = None, center: bool = True):
+    """What LayerNorm, GroupNorm, InstanceNorm and RMSNorm call: ``normalize(x, dims, eps,
+    weight=..., bias=...)`` with the same ``(y, mean, var)``, run by the fused Function in eager
+    mode when ``dims`` and gamma/beta have a shape it handles, else by ``normalize`` itself."""
+    dims = _as_dims(dims, x.dim())
+    view = _fused_view(tuple(x.shape), dims, weight if weight is not None else bias, bias if weight is not None else None)
+    if torch.compiler.is_compiling() and torch.is_grad_enabled():
+        # Under the compiler, keep only the inputs for the backward pass and recompute the
+        # statistics there (where x is read anyway): saved statistics would be extra outputs
+        # of the forward kernel, and the CPU compiler then splits its one pass per row in three.
+        return checkpoint(normalize, x, dims, eps, weight=weight, bias=bias, center=center, use_reentrant=False)
+    if view is None or not _fused_allowed():
+        return normalize(x, dims, eps, weight=weight, bias=bias, center=center)
+    affine = lambda t: None if t is None else t.reshape(view.affine_shape)  # noqa: E731
+    y, mean, var = _NormalizeFunction.apply(x, affine(weight), affine(bias), eps, view, center)
+    keepdim = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
+    return y, (mean.reshape(keepdim) if center else None), var.reshape(keepdim)
+
+
 # --------------------------------------------------------------------------- BatchNorm
 
 
@@ -220,23 +494,31 @@ def batch_norm_backward(
     return grad_input, grad_weight, sum_dy.flatten()
 
 
+def _batch_view(x: Tensor) -> _View:
+    """BatchNorm's view of (N, C, *spatial): one statistic per channel over (N, spatial)."""
+    return _View((x.shape[0], x.shape[1], 1, math.prod(x.shape[2:])), True, False, (1, x.shape[1], 1, 1))
+
+
 class BatchNormFunction(torch.autograd.Function):
     """Training-mode batch norm with the backward pass written out in closed form.
 
     ``BatchNormFunction.apply(x, weight, bias, eps)`` returns ``(y, mean, var)``;
     mean and var are the batch statistics (shape ``(C,)``, not differentiable).
-    The forward pass is :func:`normalize` over ``(0, 2, 3, ...)``; the backward pass is
-    :func:`batch_norm_backward`. The backward pass is itself made of differentiable
-    tensor ops, so second derivatives (``create_graph=True``) work, and so do
-    ``torch.func`` transforms (``setup_context`` and a generated vmap rule).
+    The forward pass is :func:`normalize` over ``(0, 2, 3, ...)``, fused as described in
+    "the fast path" above; the backward pass is the closed form of :func:`batch_norm_backward`
+    with one full-size buffer. Under ``create_graph=True`` the backward pass recomputes the
+    statistics from x in plain differentiable ops, so second derivatives are exact, and
+    ``torch.func`` transforms work (``setup_context`` and a generated vmap rule).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
-        shape = _channel_shape(x)
-        y, mean, var = normalize(x, norm_dims("bn", x.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape))
+        view = _batch_view(x)
+        y, mean, var = _NormalizeFunction.forward(
+            x, _reshape(weight, view.affine_shape), _reshape(bias, view.affine_shape), eps, view, True
+        )
         return y, mean.flatten(), var.flatten()
 
     @staticmethod
@@ -245,22 +527,27 @@ class BatchNormFunction(torch.autograd.Function):
         _, mean, var = output
         ctx.eps = eps
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x, weight, mean, var)
         ctx.mark_non_differentiable(mean, var)
 
     @staticmethod
     def backward(ctx, grad_output, _grad_mean, _grad_var):
-        x, weight = ctx.saved_tensors
-        dims = norm_dims("bn", x.dim())
-        # x_hat and 1/std are recomputed from x (one reduction) rather than saved: then, under
-        # create_graph=True, autograd also sees how they depend on x, and second derivatives are exact.
-        xc, mean, var = _moments(x, dims)
-        inv_std = torch.rsqrt(var + ctx.eps)
-        grad_input, grad_weight, grad_bias = batch_norm_backward(grad_output, (xc - mean) * inv_std, inv_std, weight, dims)
+        x, weight, mean, var = ctx.saved_tensors
+        view = _batch_view(x)
+        weight4 = _reshape(weight, view.affine_shape)
+        if torch.is_grad_enabled() or not _fused_allowed():
+            # create_graph=True or torch.func: x_hat and 1/std recomputed from x in plain ops, so
+            # autograd also sees how they depend on x and second derivatives are exact.
+            grad_input, grad_weight, grad_bias = _plain_backward(grad_output, x, view, weight4, ctx.eps, True)
+        else:
+            stat_shape = (1, view.shape[1], 1, 1)
+            grad_input, grad_weight, grad_bias = _fused_backward(
+                grad_output, x, view, weight4, mean.reshape(stat_shape), var.reshape(stat_shape), ctx.eps, True,
+                ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        grad_bias = None if ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
-        return grad_input.to(x.dtype), grad_weight, grad_bias, None
+            grad_weight = grad_weight.reshape(weight.shape).to(weight.dtype)
+        grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.reshape(-1).to(ctx.bias_dtype)
+        return grad_input, grad_weight, grad_bias, None
 
 
 def _check_batch_norm_eps(input: Tensor, training: bool, eps: float) -> None:
@@ -304,11 +591,23 @@ def _update_running_stats(
 
 
 def _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps) -> Tensor:
-    """Inference: steps 3 and 4 with the stored per-channel statistics instead of the input's."""
+    """Inference: steps 3 and 4 with the stored per-channel statistics instead of the input's.
+
+    Everything but x is a per-channel constant, so the two steps fold into one multiply-add,
+    y = x * scale + shift with scale = gamma / sqrt(running_var + eps) and
+    shift = beta - running_mean * scale: two passes over x instead of four.
+    """
     shape = _channel_shape(input)
-    mean = running_mean.reshape(shape).to(_compute_dtype(input.dtype))
-    y = _standardize(input, mean, running_var.reshape(shape).to(mean.dtype), eps)
-    return _scale_shift(y, _reshape(weight, shape), _reshape(bias, shape)).to(input.dtype)
+    dtype = _compute_dtype(input.dtype)
+    scale = torch.rsqrt(running_var.reshape(shape).to(dtype) + eps)
+    if weight is not None:
+        scale = scale * weight.reshape(shape).to(dtype)
+    shift = -running_mean.reshape(shape).to(dtype) * scale
+    if bias is not None:
+        shift = shift + bias.reshape(shape).to(dtype)
+    y = input * scale
+    y = y.add_(shift) if _fused_allowed() else y + shift
+    return y.to(input.dtype)
 
 
 def batch_norm(
@@ -336,7 +635,12 @@ def batch_norm(
 
     if training:
         _verify_batch_size(input.size())
-        y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
+        if _fused_allowed():
+            y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
+        else:  # torch.compile, torch.func: the readable recipe
+            shape = _channel_shape(input)
+            y, mean, var = normalize(input, norm_dims("bn", input.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape))
+            mean, var = mean.flatten(), var.flatten()
         if input.numel() > 0:  # an empty batch has no statistics: keep the running ones, as PyTorch does
             values_per_stat = input.numel() // input.shape[1]
             _update_running_stats(running_mean, running_var, mean, var, values_per_stat, momentum)
@@ -388,7 +692,7 @@ def layer_norm(
     shape = _as_shape(normalized_shape)
     _check_trailing_shape(input, shape, weight, bias)
     dims = tuple(range(-len(shape), 0))
-    return normalize(input, dims, eps, weight=weight, bias=bias)[0]
+    return _normalize_layer(input, dims, eps, weight, bias)[0]
 
 
 def rms_norm(
@@ -409,7 +713,7 @@ def rms_norm(
     dims = tuple(range(-len(shape), 0))
     if eps is None:
         eps = torch.finfo(_compute_dtype(input.dtype)).eps
-    return normalize(input, dims, eps, weight=weight, center=False)[0]
+    return _normalize_layer(input, dims, eps, weight, center=False)[0]
 
 
 # --------------------------------------------------------------------------- GroupNorm & InstanceNorm
@@ -453,8 +757,8 @@ def group_norm(
     grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])
     # gamma/beta are per channel: in the grouped view, channel c sits at (c // (C/G), c % (C/G)).
     per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)
-    y, _, _ = normalize(
-        grouped, norm_dims("gn", input.dim()), eps, weight=_reshape(weight, per_channel), bias=_reshape(bias, per_channel)
+    y, _, _ = _normalize_layer(
+        grouped, norm_dims("gn", input.dim()), eps, _reshape(weight, per_channel), _reshape(bias, per_channel)
     )
     return y.reshape(input.shape)
 
@@ -492,8 +796,8 @@ def instance_norm(
 
     if use_input_stats:
         _verify_spatial_size(input.size())
-        y, mean, var = normalize(
-            input, norm_dims("in", input.dim()), eps, weight=_reshape(weight, shape), bias=_reshape(bias, shape)
+        y, mean, var = _normalize_layer(
+            input, norm_dims("in", input.dim()), eps, _reshape(weight, shape), _reshape(bias, shape)
         )
         if input.numel() > 0:  # an empty batch has no statistics: keep the running ones
             # Each instance updates its own copy of the running stats; the copies are averaged.

@@ -38,6 +38,10 @@ MUTANTS = {
             ("functional.py",
              "var = (x - mean).square().mean(dim=dims, keepdim=True)",
              "var = (x - mean).square().sum(dim=dims, keepdim=True) / max(x.numel() // mean.numel() - 1, 1)"),
+            # the layers' fused path (eager mode) computes the variance in its own line
+            ("functional.py",
+             "var = square_sums.div_(m)",
+             "var = square_sums.div_(max(m - 1, 1))"),
             # the batch variance is now already unbiased: store it as is, so only the forward is wrong
             ("functional.py",
              "unbiased = batch_var * (values_per_stat / max(values_per_stat - 1, 1))",
@@ -114,7 +118,7 @@ MUTANTS = {
         "layer_norm delegates to torch.nn.functional.layer_norm (numbers stay right; the rule is broken)",
         [
             ("functional.py",
-             "    return normalize(input, dims, eps, weight=weight, bias=bias)[0]\n",
+             "    return _normalize_layer(input, dims, eps, weight, bias)[0]\n",
              "    return torch.nn.functional.layer_norm(input, shape, weight, bias, eps)\n"),
         ],
     ),

@@ -1,0 +1,99 @@
+"""normlib.bench: the memory-traffic counter, the measurement's bookkeeping, the stored results.
+
+Timings themselves are never asserted (they depend on the machine and its load); what is
+asserted is the structure of a run, the traffic counts (deterministic), and that the stored
+full run the chapter shows is complete.
+"""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import normlib
+from normlib import bench
+from normlib import functional as NF
+
+N = 4096  # elements of a "full-size" tensor in these tests
+
+
+def test_traffic_counts_tensor_sized_passes():
+    x = torch.randn(8, N // 8)
+    t = bench.traffic(lambda: x.clone(), N)
+    assert (t.reads, t.writes) == (1, 1)
+    t = bench.traffic(lambda: x.view(-1).reshape(N // 8, 8).t(), N)
+    assert t.ops == []  # views move nothing
+    y = torch.randn(8, N // 8)
+    t = bench.traffic(lambda: y.mul_(2.0), N)
+    assert (t.reads, t.writes) == (1, 1)  # in place: read and written
+    out = torch.empty(8, N // 8)
+    t = bench.traffic(lambda: torch.mul(x, y, out=out), N)
+    assert (t.reads, t.writes) == (2, 1)  # out= is only written
+    t = bench.traffic(lambda: x.sum(dim=1), N)
+    assert (t.reads, t.writes) == (1, 0)  # the (8,) result is too small to count
+    t = bench.traffic(lambda: x + torch.ones(1, 1).expand(8, N // 8), N)
+    assert (t.reads, t.writes) == (1, 1)  # an expanded tensor occupies one element
+    assert bench.traffic(lambda: torch.cat([x, x]), N).writes == 2
+
+
+def test_traffic_of_layer_norm_native_fused_and_composed():
+    x = torch.randn(16, N // 16, requires_grad=True)
+    w = torch.ones(N // 16, requires_grad=True)
+    b = torch.zeros(N // 16, requires_grad=True)
+    dy = torch.randn_like(x)
+
+    def passes(fn, backward):
+        run = (lambda: torch.autograd.grad(fn(), (x, w, b), dy)) if backward else fn
+        return bench.traffic(run, N).passes
+
+    native = lambda: torch.nn.functional.layer_norm(x, (N // 16,), w, b)  # noqa: E731
+    fused = lambda: NF.layer_norm(x, (N // 16,), w, b)  # noqa: E731
+    composed = lambda: NF.normalize(x, (1,), weight=w, bias=b)[0]  # noqa: E731
+    # A fused native kernel reads x and writes y; backward reads x and dy and writes dx.
+    assert passes(native, False) == 2 and passes(native, True) == 5
+    # normlib's fused forward: mean, x - mean, its norm, two in-place passes (steps 3 and 4).
+    assert passes(fused, False) == 8
+    assert passes(fused, False) < passes(composed, False)
+    assert passes(fused, True) < passes(composed, True) / 1.5
+
+
+def _tiny_cases():
+    return [
+        bench.Case("BatchNorm2d (train)", "bn", lambda: nn.BatchNorm2d(4), lambda: normlib.BatchNorm2d(4), (4, 4, 5, 5)),
+        bench.Case("LayerNorm(16)", "ln", lambda: nn.LayerNorm(16), lambda: normlib.LayerNorm(16), (4, 3, 16)),
+    ]
+
+
+def test_measure_returns_every_case_pass_and_column():
+    run = bench.measure(_tiny_cases(), "cpu", compile=False, rounds=2, min_run_time=0.001)
+    json.dumps(run)  # the --json / --save-stored output
+    assert [(r["layer"], r["pass"]) for r in run["results"]] == [
+        ("BatchNorm2d (train)", "forward"), ("BatchNorm2d (train)", "fwd+bwd"),
+        ("LayerNorm(16)", "forward"), ("LayerNorm(16)", "fwd+bwd")]
+    for row in run["results"]:
+        assert row["native_ms"] > 0 and row["eager_ms"] > 0 and row["copy_GBps"] > 0
+        best, low, high = row["eager_ratio"]
+        assert low <= high and best == pytest.approx(row["eager_ms"] / row["native_ms"])
+        assert "compiled_ms" not in row
+    table = bench.format_table(run)
+    assert table.count("\n") == 1 + len(run["results"]) and "compiled" not in table
+    assert "cpu" in bench.describe(run)
+
+
+def test_measure_refuses_an_implementation_that_disagrees(monkeypatch):
+    wrong = bench.Case("LayerNorm(16)", "ln", lambda: nn.LayerNorm(16), lambda: normlib.RMSNorm(16), (4, 3, 16))
+    with pytest.raises(AssertionError, match="eager differs"):
+        bench.measure([wrong], "cpu", compile=False, rounds=1, min_run_time=0.001)
+
+
+def test_stored_results_are_a_complete_full_run():
+    run = bench.stored_results()
+    assert run["device"] == "cpu" and run["scale"] == 1.0
+    assert [(r["layer"], r["pass"]) for r in run["results"]] == [
+        (c.name, p) for c in bench.CASES for p in bench.PASSES]
+    for row, case in zip(run["results"][::2], bench.CASES):
+        assert tuple(row["shape"]) == case.shape
+    assert all("compiled_ratio" in r for r in run["results"])
+    assert [c["layer"] for c in run["compile_times"]] == [c.name for c in bench.CASES]
+    table = bench.format_table(run)
+    assert "compiled / native" in table and bench.format_compile_table(run).count("\n") == 1 + len(bench.CASES)
