@@ -187,3 +187,46 @@ def test_licences_and_citation():
     # repository.url in _config.yml stays the one place the address lives (a fork changes
     # only that line): GitHub's "Cite this repository" adds the address itself.
     assert "repository-code" not in citation and "url" not in citation
+
+
+# --------------------------------------------------------------------------- table of contents
+
+
+def toc_chapter_titles():
+    """(file, title) of every chapter entry in _toc.yml."""
+    yaml = pytest.importorskip("yaml")
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    return [(entry["file"], entry.get("title")) for part in toc["parts"] for entry in part["chapters"]]
+
+
+def toc_title_problems(file: str, title, heading: str) -> list[str]:
+    """A chapter's sidebar title is "<N>. <its notebook's heading>", N from the file name."""
+    number = re.match(r"chapters/(\d+)_", file)
+    if not number:
+        return [f"{file}: not a chapters/NN_name file"]
+    expected = f"{int(number.group(1))}. {heading}"
+    return [] if title == expected else [f"{file}: _toc.yml title {title!r}, expected {expected!r}"]
+
+
+def notebook_heading(path) -> str:
+    first = _load(path)["cells"][0]
+    return cn.cell_source(first).splitlines()[0].lstrip("#").strip()
+
+
+def test_toc_titles_carry_the_chapter_numbers_of_the_plan():
+    entries = toc_chapter_titles()
+    assert entries, "no chapters in _toc.yml"
+    problems = []
+    for file, title in entries:
+        problems += toc_title_problems(file, title, notebook_heading(ROOT / f"{file}.ipynb"))
+    assert not problems, "\n".join(problems)
+    listed = {f"{file}.ipynb" for file, _ in entries}
+    unlisted = [cn.relative(p) for p in cn.course_notebooks() if cn.kind(p) == "chapter" and cn.relative(p) not in listed]
+    assert not unlisted, f"chapters missing from _toc.yml: {unlisted}"
+
+
+def test_toc_title_check_can_fail():
+    assert toc_title_problems("chapters/11_speed", "11. Speed", "Speed") == []
+    assert toc_title_problems("chapters/11_speed", "9. Speed", "Speed")  # automatic numbering's count
+    assert toc_title_problems("chapters/11_speed", "11. Old title", "Speed")  # heading changed
+    assert toc_title_problems("chapters/11_speed", None, "Speed")  # no title: numbered by position
