@@ -221,7 +221,9 @@ def test_toc_titles_carry_the_chapter_numbers_of_the_plan():
         problems += toc_title_problems(file, title, notebook_heading(ROOT / f"{file}.ipynb"))
     assert not problems, "\n".join(problems)
     listed = {f"{file}.ipynb" for file, _ in entries}
-    unlisted = [cn.relative(p) for p in cn.course_notebooks() if cn.kind(p) == "chapter" and cn.relative(p) not in listed]
+    unlisted = [
+        cn.relative(p) for p in cn.course_notebooks() if cn.kind(p) == "chapter" and cn.relative(p) not in listed
+    ]
     assert not unlisted, f"chapters missing from _toc.yml: {unlisted}"
 
 
