@@ -438,6 +438,16 @@ def _plain_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor]
     return grad_input, grad_weight, grad_bias
 
 
+def _backward(ctx, dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor], mean, var, center: bool):
+    """The backward pass of both Functions below: closed form with one buffer in plain eager mode;
+    under create_graph=True or torch.func, plain ops with the statistics recomputed from x, so
+    that autograd also sees how they depend on x and second derivatives are exact."""
+    if torch.is_grad_enabled() or not _fused_allowed():
+        return _plain_backward(dy, x, view, weight, ctx.eps, center)
+    needs_weight, needs_bias = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    return _fused_backward(dy, x, view, weight, mean, var, ctx.eps, center, needs_weight, needs_bias)
+
+
 class _NormalizeFunction(torch.autograd.Function):
     """``normalize`` for the layers: fused forward and closed-form backward (see above).
 
@@ -467,23 +477,7 @@ class _NormalizeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output, _grad_mean, _grad_var):
         x, weight, mean, var = ctx.saved_tensors
-        if torch.is_grad_enabled() or not _fused_allowed():
-            # create_graph=True or torch.func: plain ops, statistics recomputed from x, so that
-            # autograd also sees how they depend on x and second derivatives are exact.
-            grad_input, grad_weight, grad_bias = _plain_backward(grad_output, x, ctx.view, weight, ctx.eps, ctx.center)
-        else:
-            grad_input, grad_weight, grad_bias = _fused_backward(
-                grad_output,
-                x,
-                ctx.view,
-                weight,
-                mean,
-                var,
-                ctx.eps,
-                ctx.center,
-                ctx.needs_input_grad[1],
-                ctx.needs_input_grad[2],
-            )
+        grad_input, grad_weight, grad_bias = _backward(ctx, grad_output, x, ctx.view, weight, mean, var, ctx.center)
         grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None, None, None
 
@@ -589,24 +583,10 @@ class BatchNormFunction(torch.autograd.Function):
         x, weight, mean, var = ctx.saved_tensors
         view = _batch_view(x)
         weight4 = _reshape(weight, view.affine_shape)
-        if torch.is_grad_enabled() or not _fused_allowed():
-            # create_graph=True or torch.func: x_hat and 1/std recomputed from x in plain ops, so
-            # autograd also sees how they depend on x and second derivatives are exact.
-            grad_input, grad_weight, grad_bias = _plain_backward(grad_output, x, view, weight4, ctx.eps, True)
-        else:
-            stat_shape = (1, view.shape[1], 1, 1)
-            grad_input, grad_weight, grad_bias = _fused_backward(
-                grad_output,
-                x,
-                view,
-                weight4,
-                mean.reshape(stat_shape),
-                var.reshape(stat_shape),
-                ctx.eps,
-                True,
-                ctx.needs_input_grad[1],
-                ctx.needs_input_grad[2],
-            )
+        stat_shape = (1, view.shape[1], 1, 1)
+        grad_input, grad_weight, grad_bias = _backward(
+            ctx, grad_output, x, view, weight4, mean.reshape(stat_shape), var.reshape(stat_shape), True
+        )
         if grad_weight is not None:
             grad_weight = grad_weight.reshape(weight.shape).to(weight.dtype)
         grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.reshape(-1).to(ctx.bias_dtype)
