@@ -450,6 +450,16 @@ def _backward(ctx, dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor],
     return _fused_backward(dy, x, view, weight, mean, var, ctx.eps, center, needs_weight, needs_bias)
 
 
+def _save_for_backward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, output) -> None:
+    """What both Functions below keep for their backward pass: x, gamma and the statistics (the
+    outputs mean and var, not differentiable), eps, and the dtype the bias gradient returns in."""
+    _, mean, var = output
+    ctx.eps = eps
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.save_for_backward(x, weight, mean, var)
+    ctx.mark_non_differentiable(mean, var)
+
+
 class _NormalizeFunction(torch.autograd.Function):
     """``normalize`` for the layers: fused forward and closed-form backward (see above).
 
@@ -470,11 +480,8 @@ class _NormalizeFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, weight, bias, eps, view, center = inputs
-        _, mean, var = output
-        ctx.eps, ctx.view, ctx.center = eps, view, center
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x, weight, mean, var)
-        ctx.mark_non_differentiable(mean, var)
+        ctx.view, ctx.center = view, center
+        _save_for_backward(ctx, x, weight, bias, eps, output)
 
     @staticmethod
     def backward(ctx, grad_output, _grad_mean, _grad_var):
@@ -573,12 +580,7 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, eps = inputs
-        _, mean, var = output
-        ctx.eps = eps
-        ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x, weight, mean, var)
-        ctx.mark_non_differentiable(mean, var)
+        _save_for_backward(ctx, *inputs, output)
 
     @staticmethod
     def backward(ctx, grad_output, _grad_mean, _grad_var):
