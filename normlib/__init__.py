@@ -29,6 +29,7 @@ import torch
 from . import data, functional, invariance, models, probes, recurrent, reference, style, train, transformer
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
+from .convert import convert, to_torch
 from .factory import NORM_NAMES, default_num_groups, make_norm
 from .ibn import IBNorm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
@@ -49,6 +50,8 @@ __all__ = [
     "RMSNorm",
     "IBNorm",
     "weight_norm",
+    "convert",
+    "to_torch",
     "fold_bn",
     "recompute_bn_stats",
     "diagnose",

@@ -1,0 +1,179 @@
+"""Swap the normalization layers of any model between ``torch.nn`` and normlib.
+
+``model = normlib.convert(model)`` replaces every ``torch.nn`` BatchNorm1d/2d/3d,
+InstanceNorm1d/2d/3d, LayerNorm, GroupNorm and RMSNorm inside ``model`` by normlib's layer of
+the same class name; ``normlib.to_torch(model)`` does the reverse, for deployment where normlib
+is not installed. The new layer takes over the old one's *own* parameter and buffer tensors
+(no copy), so
+
+* ``state_dict`` keys and values, ``requires_grad``, device and dtype stay as they were, and an
+  optimizer built before the conversion still updates the model's parameters;
+* the training mode (``model.training`` of each layer) is kept;
+* hooks registered on a layer (forward, forward-pre, backward, state-dict) move with it, and
+  their handles still remove them.
+
+The walk follows ``named_children``; a layer used in two places (shared weights) becomes one
+normlib layer used in the same two places. A subclass of a torch norm layer may carry code of
+its own, and a lazy layer has no shapes yet: both raise a :class:`TypeError` that names the
+module, rather than being converted into something that behaves differently.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple, Type
+
+from torch import nn
+
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .normalization import GroupNorm, LayerNorm, RMSNorm
+
+__all__ = ["convert", "to_torch", "CONVERSIONS"]
+
+
+def _bias_kwarg(m, affine: bool) -> dict:
+    # ``bias=False`` (a gamma without a beta) only when it applies: older torch has no such argument.
+    return {"bias": False} if affine and m.bias is None else {}
+
+
+def _norm_base_args(m) -> Tuple[tuple, dict]:
+    return (m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats), _bias_kwarg(m, m.affine)
+
+
+def _layer_norm_args(m) -> Tuple[tuple, dict]:
+    return (m.normalized_shape, m.eps, m.elementwise_affine), _bias_kwarg(m, m.elementwise_affine)
+
+
+def _group_norm_args(m) -> Tuple[tuple, dict]:
+    return (m.num_groups, m.num_channels, m.eps, m.affine), _bias_kwarg(m, m.affine)
+
+
+def _rms_norm_args(m) -> Tuple[tuple, dict]:
+    return (m.normalized_shape, m.eps, m.elementwise_affine), {}
+
+
+# (torch class, normlib class, constructor arguments read off a layer of either class)
+_PAIRS = [
+    (nn.BatchNorm1d, BatchNorm1d, _norm_base_args),
+    (nn.BatchNorm2d, BatchNorm2d, _norm_base_args),
+    (nn.BatchNorm3d, BatchNorm3d, _norm_base_args),
+    (nn.InstanceNorm1d, InstanceNorm1d, _norm_base_args),
+    (nn.InstanceNorm2d, InstanceNorm2d, _norm_base_args),
+    (nn.InstanceNorm3d, InstanceNorm3d, _norm_base_args),
+    (nn.LayerNorm, LayerNorm, _layer_norm_args),
+    (nn.GroupNorm, GroupNorm, _group_norm_args),
+]
+if hasattr(nn, "RMSNorm"):  # torch >= 2.4
+    _PAIRS.append((nn.RMSNorm, RMSNorm, _rms_norm_args))
+
+#: torch.nn class -> normlib class, the layers :func:`convert` replaces.
+CONVERSIONS: Dict[Type[nn.Module], Type[nn.Module]] = {t: n for t, n, _ in _PAIRS}
+_ARGS: Dict[Type[nn.Module], Callable] = {}
+for _t, _n, _a in _PAIRS:
+    _ARGS[_t] = _ARGS[_n] = _a
+_TO_TORCH: Dict[Type[nn.Module], Type[nn.Module]] = {n: t for t, n, _ in _PAIRS}
+
+# Roots of the class trees a subclass of which we refuse (it may override forward).
+_TORCH_ROOTS = tuple(t for t, _, _ in _PAIRS) + (nn.modules.batchnorm._NormBase,)
+_NORMLIB_ROOTS = tuple(n for _, n, _ in _PAIRS)
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+def _swap(old: nn.Module, new_cls: Type[nn.Module]) -> nn.Module:
+    """A ``new_cls`` layer with ``old``'s configuration, tensors, mode and hooks."""
+    args, kwargs = _ARGS[type(old)](old)
+    # Built on the meta device (no memory), then handed old's own tensors.
+    new = new_cls(*args, **kwargs, device="meta")
+    old_tensors = dict(old.named_parameters(recurse=False)) | dict(old.named_buffers(recurse=False))
+    new_tensors = dict(new.named_parameters(recurse=False)) | dict(new.named_buffers(recurse=False))
+    if old_tensors.keys() != new_tensors.keys():  # a configuration we do not read: never half-convert
+        raise TypeError(
+            f"cannot convert {old!r}: its tensors {sorted(old_tensors)} differ from those of "
+            f"{new_cls.__module__}.{new_cls.__name__} built with the same arguments ({sorted(new_tensors)})"
+        )
+    for name in old._parameters:
+        new._parameters[name] = old._parameters[name]
+    for name in old._buffers:
+        new._buffers[name] = old._buffers[name]
+    new._non_persistent_buffers_set = set(old._non_persistent_buffers_set)
+    for attr in _HOOK_DICTS:
+        if hasattr(old, attr):
+            setattr(new, attr, getattr(old, attr))
+    new.train(old.training)
+    return new
+
+
+def _check_convertible(module: nn.Module, roots: tuple, table: dict, direction: str) -> None:
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin) and isinstance(module, roots):
+        raise TypeError(
+            f"{direction}: {type(module).__name__} is a lazy layer whose shapes are not known yet; "
+            "run one forward pass first (it then becomes an ordinary layer) and convert after"
+        )
+    if type(module) not in table and isinstance(module, roots):
+        parents = [c.__name__ for c in type(module).__mro__ if c in table]
+        raise TypeError(
+            f"{direction}: cannot map {type(module).__module__}.{type(module).__name__}, a subclass of "
+            f"{parents[0] if parents else 'a norm layer'} that may change its behaviour; "
+            f"the layers it maps are exactly: {', '.join(c.__name__ for c in table)}"
+        )
+
+
+def _walk(module: nn.Module, table: dict, roots: tuple, direction: str, memo: Dict[int, nn.Module]) -> nn.Module:
+    if id(module) in memo:
+        return memo[id(module)]
+    _check_convertible(module, roots, table, direction)
+    if type(module) in table:
+        out = _swap(module, table[type(module)])
+    else:
+        out = module
+        for name, child in list(module.named_children()):
+            new_child = _walk(child, table, roots, direction, memo)
+            if new_child is not child:
+                setattr(module, name, new_child)
+    memo[id(module)] = out
+    return out
+
+
+def convert(module: nn.Module) -> nn.Module:
+    """Replace every torch.nn norm layer in ``module`` by normlib's, in place; return the model.
+
+    Converted: ``torch.nn`` BatchNorm1d/2d/3d, InstanceNorm1d/2d/3d, LayerNorm, GroupNorm and
+    RMSNorm (exact classes; see the module docstring for what is kept). Use the return value:
+    when ``module`` itself is a norm layer, the normlib layer that replaces it is returned.
+
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+    >>> model = convert(model)
+    >>> type(model[1]).__module__
+    'normlib.batchnorm'
+
+    Raises :class:`TypeError` for a subclass of one of these classes (it may override
+    ``forward``) and for a lazy layer not yet initialized.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"convert: expected a torch.nn.Module, got {type(module).__name__}")
+    return _walk(module, CONVERSIONS, _TORCH_ROOTS, "normlib.convert", {})
+
+
+def to_torch(module: nn.Module) -> nn.Module:
+    """The reverse of :func:`convert`: every normlib norm layer in ``module`` becomes the torch.nn
+    layer of the same name, with the same tensors, mode and hooks; returns the model.
+
+    For deployment where normlib is not installed. Layers that exist only in normlib (IBNorm,
+    the LayerNorm LSTM/GRU cells, TimeStepBatchNorm) stay, with their norm layers inside
+    converted.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"to_torch: expected a torch.nn.Module, got {type(module).__name__}")
+    return _walk(module, _TO_TORCH, _NORMLIB_ROOTS, "normlib.to_torch", {})
