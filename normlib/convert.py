@@ -143,7 +143,6 @@ def _check_convertible(module: nn.Module, roots: tuple, table: dict, direction: 
 def _walk(module: nn.Module, table: dict, roots: tuple, direction: str, memo: Dict[int, nn.Module]) -> nn.Module:
     if id(module) in memo:
         return memo[id(module)]
-    _check_convertible(module, roots, table, direction)
     if type(module) in table:
         out = _swap(module, table[type(module)])
     else:
@@ -157,6 +156,14 @@ def _walk(module: nn.Module, table: dict, roots: tuple, direction: str, memo: Di
                 setattr(module, name, new_child)
     memo[id(module)] = out
     return out
+
+
+def _convert_all(module: nn.Module, table: dict, roots: tuple, direction: str) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{direction}: expected a torch.nn.Module, got {type(module).__name__}")
+    for m in module.modules():  # refuse before swapping anything: never leave a model half-converted
+        _check_convertible(m, roots, table, direction)
+    return _walk(module, table, roots, direction, {})
 
 
 def convert(module: nn.Module) -> nn.Module:
@@ -174,9 +181,7 @@ def convert(module: nn.Module) -> nn.Module:
     Raises :class:`TypeError` for a subclass of one of these classes (it may override
     ``forward``) and for a lazy layer not yet initialized.
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"convert: expected a torch.nn.Module, got {type(module).__name__}")
-    return _walk(module, CONVERSIONS, _TORCH_ROOTS, "normlib.convert", {})
+    return _convert_all(module, CONVERSIONS, _TORCH_ROOTS, "normlib.convert")
 
 
 def to_torch(module: nn.Module) -> nn.Module:
@@ -187,6 +192,4 @@ def to_torch(module: nn.Module) -> nn.Module:
     the LayerNorm LSTM/GRU cells, TimeStepBatchNorm) stay, with their norm layers inside
     converted.
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"to_torch: expected a torch.nn.Module, got {type(module).__name__}")
-    return _walk(module, _TO_TORCH, _NORMLIB_ROOTS, "normlib.to_torch", {})
+    return _convert_all(module, _TO_TORCH, _NORMLIB_ROOTS, "normlib.to_torch")

@@ -93,6 +93,39 @@ def _channel_shape(x: Tensor) -> Tuple[int, ...]:
     return (1, x.shape[1]) + (1,) * (x.dim() - 2)
 
 
+# The device types on which torch.autocast runs layer_norm and group_norm in float32 (PyTorch's AMP
+# op reference, "CUDA ops that can autocast to float32"); on the CPU it leaves them in the input's
+# dtype. torch's policy, mirrored: the one device name in normlib outside normlib.device().
+_AUTOCAST_FLOAT32_DEVICES = frozenset({"cuda"})
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 asks the CPU's flag by its own name, the GPU's by default
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _autocast_float32(input: Tensor, *tensors: Optional[Tensor]):
+    """Inside torch.autocast, cast ``layer_norm``'s and ``group_norm``'s half-precision tensors to
+    float32 where autocast does (see ``_AUTOCAST_FLOAT32_DEVICES``), so the output dtype is torch's."""
+    if input.device.type not in _AUTOCAST_FLOAT32_DEVICES or not _autocast_on(input.device.type):
+        return (input,) + tensors
+    up = lambda t: t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t  # noqa: E731
+    return (up(input),) + tuple(up(t) for t in tensors)
+
+
+def _channels_last_format(x: Tensor) -> Optional[torch.memory_format]:
+    """``torch.channels_last(_3d)`` when x is stored channels-last (and not also contiguous), else None.
+
+    For such an input torch's BatchNorm and GroupNorm return a channels-last output, and so do ours.
+    """
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
+        return fmt
+    return None
+
+
 def _reshape(t: Optional[Tensor], shape) -> Optional[Tensor]:
     return None if t is None else t.reshape(shape)
 
@@ -306,6 +339,11 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     xv = x.reshape(view.shape)
     stat_dims = (0, 2, 3) if view.over_batch else (2, 3)
     m = K * S * (A if view.over_batch else 1)  # values per statistic
+    # The output is allocated in x's own shape and the passes below write into a view of it:
+    # the Function must return a tensor that is not a view of one made inside it, or autograd
+    # forbids in-place ops on the result (ReLU(inplace=True), out += identity).
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    y = out.view(view.shape)
     # Step 2. Pass 1: the mean. Pass 2: the deviations, written once, into the buffer that
     # becomes y. Pass 3: their sum of squares (a vector norm over the contiguous last axes is
     # one fast read). Two passes over x, so no cancellation (Chapter 11). torch.var_mean is
@@ -314,12 +352,15 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     # depending on the shape; Chapter 11 measures it on the reader's machine).
     if center:
         mean = xv.mean(dim=stat_dims, keepdim=True, dtype=dtype)
-        y = xv - mean  # a new tensor, in the computation dtype
+        torch.sub(xv, mean, out=y)  # in the computation dtype
         deviations = y
     else:
         mean = None
         deviations = xv
-    square_sums = torch.linalg.vector_norm(deviations.reshape(A, B, 1, K * S), dim=-1, keepdim=True, dtype=dtype)
+    if view.over_batch and K * S == 1:  # (M, C) rows, as BatchNorm1d sees them: one norm per column
+        square_sums = torch.linalg.vector_norm(deviations, dim=0, keepdim=True, dtype=dtype)
+    else:
+        square_sums = torch.linalg.vector_norm(deviations.reshape(A, B, 1, K * S), dim=-1, keepdim=True, dtype=dtype)
     square_sums = square_sums.square_()
     if view.over_batch:
         square_sums = square_sums.sum(dim=0, keepdim=True)
@@ -332,7 +373,7 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     if center:
         y.mul_(scale)
     else:
-        y = xv * scale  # RMSNorm: the first write of a full-size buffer
+        torch.mul(xv, scale, out=y)  # RMSNorm: the first write of the output
     if view.per_element and weight is not None:
         w = weight.reshape(view.affine_shape).to(dtype)
         if bias is not None:
@@ -343,7 +384,7 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
         y.add_(bias.reshape(view.affine_shape).to(dtype))
     if mean is None:
         mean = torch.zeros_like(var)
-    return y.to(x.dtype).reshape(x.shape), mean, var
+    return (out if out.dtype == x.dtype else out.to(x.dtype)), mean, var
 
 
 def _fused_backward(
@@ -387,8 +428,10 @@ def _fused_backward(
         g_sum = g.reshape(A, B, -1).sum(2)
         g.mul_(inv_std)  # the buffer now holds g / std
     else:
-        per_channel_dot = buffer.sum(3)  # (A, B, K): sum over S of dy * (x - mean)
-        per_channel_dy = dyv.sum(3)
+        if view.over_batch:  # (1, B, K): sums over A and S of dy * (x - mean), and of dy
+            per_channel_dot, per_channel_dy = buffer.sum((0, 3)).unsqueeze(0), dyv.sum((0, 3)).unsqueeze(0)
+        else:  # (A, B, K): sums over S
+            per_channel_dot, per_channel_dy = buffer.sum(3), dyv.sum(3)
         if needs_weight and w is not None:
             grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
             grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
@@ -444,6 +487,11 @@ def _backward(ctx, dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor],
     """The backward pass of both Functions below: closed form with one buffer in plain eager mode;
     under create_graph=True or torch.func, plain ops with the statistics recomputed from x, so
     that autograd also sees how they depend on x and second derivatives are exact."""
+    if _autocast_on(dy.device.type):
+        # backward() called inside an autocast region: keep the float32 statistics out of it
+        # (it would run the matrix products below in half precision).
+        with torch.autocast(dy.device.type, enabled=False):
+            return _backward(ctx, dy, x, view, weight, mean, var, center)
     if torch.is_grad_enabled() or not _fused_allowed():
         return _plain_backward(dy, x, view, weight, ctx.eps, center)
     needs_weight, needs_bias = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
@@ -682,7 +730,14 @@ def batch_norm(
 
     if training:
         _verify_batch_size(input.size())
-        if _fused_allowed():
+        if _fused_allowed() and _channels_last_format(input) is not None:
+            # Channels innermost in memory: the (N * spatial, C) matrix of rows, a view without a
+            # copy, is BatchNorm1d's input; its output, viewed back, is channels-last like torch's.
+            to_last = (0,) + tuple(range(2, input.dim())) + (1,)
+            rows = input.permute(to_last)
+            y, mean, var = BatchNormFunction.apply(rows.reshape(-1, input.shape[1]), weight, bias, eps)
+            y = y.reshape(rows.shape).permute(0, input.dim() - 1, *range(1, input.dim() - 1))
+        elif _fused_allowed():
             y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
         else:  # torch.compile, torch.func: the readable recipe
             shape = _channel_shape(input)
@@ -740,6 +795,7 @@ def layer_norm(
     beta have the shape ``normalized_shape`` (one per normalized element).
     """
     _check_floating(input, "layer_norm")
+    input, weight, bias = _autocast_float32(input, weight, bias)
     shape = _as_shape(normalized_shape)
     _check_trailing_shape(input, shape, weight, bias)
     dims = tuple(range(-len(shape), 0))
@@ -784,6 +840,7 @@ def group_norm(
     per channel.
     """
     _check_floating(input, "group_norm")
+    input, weight, bias = _autocast_float32(input, weight, bias)
     if input.dim() < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
     batch, channels = input.shape[:2]
@@ -811,7 +868,9 @@ def group_norm(
     y, _, _ = _normalize_layer(
         grouped, norm_dims("gn", input.dim()), eps, _reshape(weight, per_channel), _reshape(bias, per_channel)
     )
-    return y.reshape(input.shape)
+    y = y.reshape(input.shape)
+    memory_format = _channels_last_format(input)
+    return y if memory_format is None else y.contiguous(memory_format=memory_format)
 
 
 def _verify_spatial_size(size: torch.Size) -> None:
@@ -865,7 +924,9 @@ def instance_norm(
 
     if running_mean is None or running_var is None:
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
-    return _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps)
+    y = _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps)
+    # torch's instance_norm returns a contiguous tensor whatever the input's memory format
+    return y if _channels_last_format(y) is None else y.contiguous()
 
 
 # --------------------------------------------------------------------------- AdaIN
