@@ -403,3 +403,11 @@ def test_state_dict_keys_unchanged_and_checkpoints_load_across():
         y = trained(x)
         assert_close(model(x), y, msg=f"converted ({'train' if training else 'eval'})")
         assert torch.equal(fresh(x), y)
+
+
+def test_rmsnorm_has_no_bias_attribute_like_torch():
+    """torch's RMSNorm has no ``bias`` at all; normlib's neither, before and after a round trip."""
+    assert not hasattr(nn.RMSNorm(3), "bias")
+    assert not hasattr(normlib.RMSNorm(3), "bias")
+    back = normlib.to_torch(nn.Sequential(normlib.RMSNorm(3)))
+    assert list(back[0]._parameters) == ["weight"]
