@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Tuple, Type
 
 from torch import nn
+from torch.nn.modules.module import _WrappedHook
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .normalization import GroupNorm, LayerNorm, RMSNorm
@@ -111,6 +112,15 @@ def _swap(old: nn.Module, new_cls: Type[nn.Module]) -> nn.Module:
     for attr in _HOOK_DICTS:
         if hasattr(old, attr):
             setattr(new, attr, getattr(old, attr))
+    # Which kind of backward hooks _backward_hooks holds (full or legacy); without it (None)
+    # torch runs none of them.
+    new._is_full_backward_hook = getattr(old, "_is_full_backward_hook", None)
+    # register_load_state_dict_pre_hook binds its hook to the module by a weak reference:
+    # rebind those of old to new, or they would get old, and fail once old is collected.
+    hooks = getattr(new, "_load_state_dict_pre_hooks", {})
+    for key, hook in list(hooks.items()):
+        if isinstance(hook, _WrappedHook) and hook.with_module and hook.module() is old:
+            hooks[key] = _WrappedHook(hook.hook, new)
     new.train(old.training)
     return new
 
@@ -137,7 +147,10 @@ def _walk(module: nn.Module, table: dict, roots: tuple, direction: str, memo: Di
         out = _swap(module, table[type(module)])
     else:
         out = module
-        for name, child in list(module.named_children()):
+        # _modules, not named_children(): that lists a child used twice in one container once.
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
             new_child = _walk(child, table, roots, direction, memo)
             if new_child is not child:
                 setattr(module, name, new_child)
