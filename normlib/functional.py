@@ -285,6 +285,9 @@ class _View(NamedTuple):
     over_batch: bool
     per_element: bool
     affine_shape: Tuple[int, int, int, int]
+    # GroupNorm's backward sums dy * x and dy, then centres (as PyTorch's CPU GroupNorm kernel
+    # does): one full-size pass fewer than summing dy * (x - mean); see _fused_backward.
+    uncentered_backward: bool = False
 
 
 def _fused_view(shape, dims: Tuple[int, ...], affine: Optional[Tensor], other: Optional[Tensor]) -> Optional[_View]:
@@ -412,9 +415,14 @@ def _fused_backward(
     dyv = dy.reshape(view.shape).to(dtype)
     inv_std = torch.rsqrt(var + eps)
     w = None if weight is None else weight.reshape(view.affine_shape).to(dtype)
-    # The one buffer: first dy * (x - mean), summed into the statistics below; then dx.
-    buffer = xv - mean if center else xv.to(dtype, copy=True)
-    buffer.mul_(dyv)
+    # The one buffer: first dy * (x - mean) (or dy * x, see below), summed into the statistics
+    # below; then dx.
+    uncentered = view.uncentered_backward and center and not view.per_element
+    if uncentered:
+        buffer = torch.mul(xv, dyv)
+    else:
+        buffer = xv - mean if center else xv.to(dtype, copy=True)
+        buffer.mul_(dyv)
     grad_weight = grad_bias = None
     if view.per_element:
         rows = buffer.reshape(-1, S)
@@ -432,6 +440,8 @@ def _fused_backward(
             per_channel_dot, per_channel_dy = buffer.sum((0, 3)).unsqueeze(0), dyv.sum((0, 3)).unsqueeze(0)
         else:  # (A, B, K): sums over S
             per_channel_dot, per_channel_dy = buffer.sum(3), dyv.sum(3)
+        if uncentered:  # sum(dy * (x - mean)) = sum(dy * x) - mean * sum(dy), error ~ u * |mean| / std
+            per_channel_dot = per_channel_dot - mean.reshape(mean.shape[:2] + (1,)) * per_channel_dy
         if needs_weight and w is not None:
             grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
             grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
@@ -511,8 +521,10 @@ def _save_for_backward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[
 class _NormalizeFunction(torch.autograd.Function):
     """``normalize`` for the layers: fused forward and closed-form backward (see above).
 
-    ``apply(x, weight, bias, eps, view, center)`` returns ``(y, mean, var)``, the statistics
-    on the view (not differentiable). ``weight``/``bias`` come in ``view.affine_shape``.
+    ``apply(x, weight, bias, eps, view, center)`` returns ``(y, mean, var)``: ``y`` in x's
+    shape, the statistics on the view (not differentiable). ``x``, ``weight`` and ``bias`` come
+    in their own shapes, which reshape to ``view.shape`` and ``view.affine_shape``: the
+    reshapes happen in here, so autograd records no view operations around the Function.
     """
 
     generate_vmap_rule = True
@@ -522,6 +534,7 @@ class _NormalizeFunction(torch.autograd.Function):
         if _fused_allowed():
             return _fused_forward(x, view, weight, bias, eps, center)
         dims = (0, 2, 3) if view.over_batch else (2, 3)
+        weight, bias = _reshape(weight, view.affine_shape), _reshape(bias, view.affine_shape)
         y, mean, var = normalize(x.reshape(view.shape), dims, eps, weight=weight, bias=bias, center=center)
         return y.reshape(x.shape), (torch.zeros_like(var) if mean is None else mean), var
 
@@ -529,14 +542,41 @@ class _NormalizeFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, weight, bias, eps, view, center = inputs
         ctx.view, ctx.center = view, center
+        ctx.bias_shape = None if bias is None else bias.shape
         _save_for_backward(ctx, x, weight, bias, eps, output)
 
     @staticmethod
     def backward(ctx, grad_output, _grad_mean, _grad_var):
         x, weight, mean, var = ctx.saved_tensors
         grad_input, grad_weight, grad_bias = _backward(ctx, grad_output, x, ctx.view, weight, mean, var, ctx.center)
-        grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.reshape(weight.shape)
+        if grad_bias is not None and ctx.bias_dtype is not None:
+            grad_bias = grad_bias.reshape(ctx.bias_shape).to(ctx.bias_dtype)
+        else:
+            grad_bias = None
         return grad_input, grad_weight, grad_bias, None, None, None
+
+
+# Function.apply binds its arguments to forward's signature with inspect on every call (for
+# torch.func); outside torch.func transforms that costs more than a small layer's arithmetic.
+# The fused path runs only there (_fused_allowed), so it calls the C++ apply directly.
+_C_APPLY = getattr(torch._C, "_FunctionBase", object).__dict__.get("apply")
+
+
+def _apply(function, *args):
+    if _C_APPLY is None or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return _C_APPLY.__get__(None, function)(*args)
+
+
+def _run_fused(x: Tensor, view: _View, eps: float, weight: Optional[Tensor], bias: Optional[Tensor], center: bool):
+    """The layers' eager path: ``(y, mean, var)`` of the fused Function on ``x`` seen as ``view``
+    (y in x's shape, the statistics on the view), or None where it does not apply (under the
+    compiler or torch.func, or for an empty input): then the caller runs :func:`normalize`."""
+    if x.numel() == 0 or not _fused_allowed():
+        return None
+    return _apply(_NormalizeFunction, x, weight, bias, eps, view, center)
 
 
 def _normalize_layer(
@@ -561,8 +601,7 @@ def _normalize_layer(
         return checkpoint(normalize, x, dims, eps, weight=weight, bias=bias, center=center, use_reentrant=False)
     if view is None or not _fused_allowed():
         return normalize(x, dims, eps, weight=weight, bias=bias, center=center)
-    affine = lambda t: None if t is None else t.reshape(view.affine_shape)  # noqa: E731
-    y, mean, var = _NormalizeFunction.apply(x, affine(weight), affine(bias), eps, view, center)
+    y, mean, var = _apply(_NormalizeFunction, x, weight, bias, eps, view, center)
     keepdim = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
     return y, (mean.reshape(keepdim) if center else None), var.reshape(keepdim)
 
@@ -782,6 +821,12 @@ def _check_trailing_shape(
             )
 
 
+def _last_axes_view(input: Tensor, shape: Tuple[int, ...]) -> _View:
+    """LayerNorm's and RMSNorm's view: one statistic per row of the last ``prod(shape)`` values."""
+    row = math.prod(shape)
+    return _View((input.numel() // row if row else 0, 1, 1, row), False, True, (1, 1, 1, row))
+
+
 def layer_norm(
     input: Tensor,
     normalized_shape,
@@ -798,8 +843,10 @@ def layer_norm(
     input, weight, bias = _autocast_float32(input, weight, bias)
     shape = _as_shape(normalized_shape)
     _check_trailing_shape(input, shape, weight, bias)
-    dims = tuple(range(-len(shape), 0))
-    return _normalize_layer(input, dims, eps, weight, bias)[0]
+    fused = _run_fused(input, _last_axes_view(input, shape), eps, weight, bias, True)
+    if fused is not None:
+        return fused[0]
+    return _normalize_layer(input, tuple(range(-len(shape), 0)), eps, weight, bias)[0]
 
 
 def rms_norm(
@@ -817,10 +864,12 @@ def rms_norm(
     _check_floating(input, "rms_norm")
     shape = _as_shape(normalized_shape)
     _check_trailing_shape(input, shape, weight, None)
-    dims = tuple(range(-len(shape), 0))
     if eps is None:
         eps = torch.finfo(_compute_dtype(input.dtype)).eps
-    return _normalize_layer(input, dims, eps, weight, center=False)[0]
+    fused = _run_fused(input, _last_axes_view(input, shape), eps, weight, None, False)
+    if fused is not None:
+        return fused[0]
+    return _normalize_layer(input, tuple(range(-len(shape), 0)), eps, weight, center=False)[0]
 
 
 # --------------------------------------------------------------------------- GroupNorm & InstanceNorm
@@ -862,13 +911,21 @@ def group_norm(
             f"with num_groups={num_groups} every group holds a single value, whose variance is 0"
         )
     # (N, C, *spatial) -> (N, G, C // G, *spatial): channels 0..C/G-1 form group 0, and so on.
-    grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])
     # gamma/beta are per channel: in the grouped view, channel c sits at (c // (C/G), c % (C/G)).
-    per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)
-    y, _, _ = _normalize_layer(
-        grouped, norm_dims("gn", input.dim()), eps, _reshape(weight, per_channel), _reshape(bias, per_channel)
+    per_group = channels // num_groups
+    view = _View(
+        (batch, num_groups, per_group, math.prod(input.shape[2:])), False, False, (1, num_groups, per_group, 1), True
     )
-    y = y.reshape(input.shape)
+    fused = _run_fused(input, view, eps, weight, bias, True)
+    if fused is not None:
+        y = fused[0]
+    else:
+        grouped = input.reshape(batch, num_groups, per_group, *input.shape[2:])
+        per_channel = (1, num_groups, per_group) + (1,) * (input.dim() - 2)
+        y, _, _ = _normalize_layer(
+            grouped, norm_dims("gn", input.dim()), eps, _reshape(weight, per_channel), _reshape(bias, per_channel)
+        )
+        y = y.reshape(input.shape)
     memory_format = _channels_last_format(input)
     return y if memory_format is None else y.contiguous(memory_format=memory_format)
 
@@ -906,9 +963,15 @@ def instance_norm(
 
     if use_input_stats:
         _verify_spatial_size(input.size())
-        y, mean, var = _normalize_layer(
-            input, norm_dims("in", input.dim()), eps, _reshape(weight, shape), _reshape(bias, shape)
-        )
+        channels = input.shape[1]
+        view = _View((input.shape[0], channels, 1, math.prod(input.shape[2:])), False, False, (1, channels, 1, 1))
+        fused = _run_fused(input, view, eps, weight, bias, True)
+        if fused is not None:  # statistics (N, C, 1, 1)
+            y, mean, var = fused
+        else:
+            y, mean, var = _normalize_layer(
+                input, norm_dims("in", input.dim()), eps, _reshape(weight, shape), _reshape(bias, shape)
+            )
         if input.numel() > 0:  # an empty batch has no statistics: keep the running ones
             # Each instance updates its own copy of the running stats; the copies are averaged.
             values_per_stat = math.prod(input.shape[2:])
