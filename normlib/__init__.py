@@ -3,7 +3,11 @@
 Choose the axes, compute mean and variance there, standardize, then scale and
 shift with learned gamma/beta. :mod:`normlib.functional` holds that recipe once;
 every layer below is a choice of axes. Swap ``torch.nn.X`` for ``normlib.X`` in any
-model, load a PyTorch checkpoint, and get the same numbers.
+model, load a PyTorch checkpoint, and get the same numbers; ``normlib.convert(model)`` makes
+that swap for every norm layer of a model (same tensors, modes and hooks), and
+``normlib.to_torch(model)`` undoes it. In-place operations after a layer
+(``ReLU(inplace=True)``, ``out += identity``), channels-last inputs and ``torch.autocast``
+behave as with torch's layers.
 
 Two speeds, one set of numbers (Chapter 11):
 

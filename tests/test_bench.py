@@ -102,3 +102,15 @@ def test_stored_results_are_a_complete_full_run():
     assert [c["layer"] for c in run["compile_times"]] == [c.name for c in bench.CASES]
     table = bench.format_table(run)
     assert "compiled / native" in table and bench.format_compile_table(run).count("\n") == 1 + len(bench.CASES)
+
+
+def test_keep_freed_memory_is_reported_and_optional(monkeypatch):
+    """The command keeps freed memory by default and says so in its one-line description;
+    --allocator-defaults leaves malloc alone and says that instead."""
+    calls = []
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: {**bench.stored_results(), "compile_times": []})
+    run = bench.main(["--no-compile", "--layers", "ln"])
+    assert calls == [1] and "freed memory kept" in bench.describe(run)
+    run = bench.main(["--no-compile", "--layers", "ln", "--allocator-defaults"])
+    assert calls == [1] and "allocator defaults" in bench.describe(run)
