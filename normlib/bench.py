@@ -100,7 +100,8 @@ class Traffic(TorchDispatchMode):
     it writes are counted in units of ``size`` elements, keeping only tensors of at least half
     that size (per-channel statistics and gamma/beta are too small to matter). A view moves
     nothing; an in-place operation reads and writes its tensor; an ``out=`` tensor is only
-    written; a broadcast (expanded) tensor counts by the memory it really occupies. This is the
+    written; a broadcast (expanded) tensor counts by the memory it really occupies; an
+    allocation (``torch.empty``) moves nothing. This is the
     traffic the operations ask for, one full pass at a time: caches can make a pass cheaper,
     and a kernel may read its input more than once internally.
 
@@ -126,6 +127,8 @@ class Traffic(TorchDispatchMode):
         schema = func._schema
         if any(ret.alias_info is not None and not ret.alias_info.is_write for ret in schema.returns):
             return out  # a view: no data moves
+        if func.__name__.split(".")[0] in ("empty", "empty_like", "empty_strided", "new_empty"):
+            return out  # an allocation: nothing is read or written until an operation fills it
         reads = writes = 0.0
         for i, arg in enumerate(schema.arguments):
             value = args[i] if i < len(args) else kwargs.get(arg.name)

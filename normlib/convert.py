@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Tuple, Type
 
 from torch import nn
+from torch.nn.modules.module import _WrappedHook
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .normalization import GroupNorm, LayerNorm, RMSNorm
@@ -111,6 +112,15 @@ def _swap(old: nn.Module, new_cls: Type[nn.Module]) -> nn.Module:
     for attr in _HOOK_DICTS:
         if hasattr(old, attr):
             setattr(new, attr, getattr(old, attr))
+    # Which kind of backward hooks _backward_hooks holds (full or legacy); without it (None)
+    # torch runs none of them.
+    new._is_full_backward_hook = getattr(old, "_is_full_backward_hook", None)
+    # register_load_state_dict_pre_hook binds its hook to the module by a weak reference:
+    # rebind those of old to new, or they would get old, and fail once old is collected.
+    hooks = getattr(new, "_load_state_dict_pre_hooks", {})
+    for key, hook in list(hooks.items()):
+        if isinstance(hook, _WrappedHook) and hook.with_module and hook.module() is old:
+            hooks[key] = _WrappedHook(hook.hook, new)
     new.train(old.training)
     return new
 
@@ -133,17 +143,27 @@ def _check_convertible(module: nn.Module, roots: tuple, table: dict, direction: 
 def _walk(module: nn.Module, table: dict, roots: tuple, direction: str, memo: Dict[int, nn.Module]) -> nn.Module:
     if id(module) in memo:
         return memo[id(module)]
-    _check_convertible(module, roots, table, direction)
     if type(module) in table:
         out = _swap(module, table[type(module)])
     else:
         out = module
-        for name, child in list(module.named_children()):
+        # _modules, not named_children(): that lists a child used twice in one container once.
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
             new_child = _walk(child, table, roots, direction, memo)
             if new_child is not child:
                 setattr(module, name, new_child)
     memo[id(module)] = out
     return out
+
+
+def _convert_all(module: nn.Module, table: dict, roots: tuple, direction: str) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{direction}: expected a torch.nn.Module, got {type(module).__name__}")
+    for m in module.modules():  # refuse before swapping anything: never leave a model half-converted
+        _check_convertible(m, roots, table, direction)
+    return _walk(module, table, roots, direction, {})
 
 
 def convert(module: nn.Module) -> nn.Module:
@@ -161,9 +181,7 @@ def convert(module: nn.Module) -> nn.Module:
     Raises :class:`TypeError` for a subclass of one of these classes (it may override
     ``forward``) and for a lazy layer not yet initialized.
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"convert: expected a torch.nn.Module, got {type(module).__name__}")
-    return _walk(module, CONVERSIONS, _TORCH_ROOTS, "normlib.convert", {})
+    return _convert_all(module, CONVERSIONS, _TORCH_ROOTS, "normlib.convert")
 
 
 def to_torch(module: nn.Module) -> nn.Module:
@@ -174,6 +192,4 @@ def to_torch(module: nn.Module) -> nn.Module:
     the LayerNorm LSTM/GRU cells, TimeStepBatchNorm) stay, with their norm layers inside
     converted.
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"to_torch: expected a torch.nn.Module, got {type(module).__name__}")
-    return _walk(module, _TO_TORCH, _NORMLIB_ROOTS, "normlib.to_torch", {})
+    return _convert_all(module, _TO_TORCH, _NORMLIB_ROOTS, "normlib.to_torch")

@@ -93,6 +93,39 @@ def _channel_shape(x: Tensor) -> Tuple[int, ...]:
     return (1, x.shape[1]) + (1,) * (x.dim() - 2)
 
 
+# The device types on which torch.autocast runs layer_norm and group_norm in float32 (PyTorch's AMP
+# op reference, "CUDA ops that can autocast to float32"); on the CPU it leaves them in the input's
+# dtype. torch's policy, mirrored: the one device name in normlib outside normlib.device().
+_AUTOCAST_FLOAT32_DEVICES = frozenset({"cuda"})
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 asks the CPU's flag by its own name, the GPU's by default
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _autocast_float32(input: Tensor, *tensors: Optional[Tensor]):
+    """Inside torch.autocast, cast ``layer_norm``'s and ``group_norm``'s half-precision tensors to
+    float32 where autocast does (see ``_AUTOCAST_FLOAT32_DEVICES``), so the output dtype is torch's."""
+    if input.device.type not in _AUTOCAST_FLOAT32_DEVICES or not _autocast_on(input.device.type):
+        return (input,) + tensors
+    up = lambda t: t.float() if t is not None and t.dtype in (torch.float16, torch.bfloat16) else t  # noqa: E731
+    return (up(input),) + tuple(up(t) for t in tensors)
+
+
+def _channels_last_format(x: Tensor) -> Optional[torch.memory_format]:
+    """``torch.channels_last(_3d)`` when x is stored channels-last (and not also contiguous), else None.
+
+    For such an input torch's BatchNorm and GroupNorm return a channels-last output, and so do ours.
+    """
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if fmt is not None and not x.is_contiguous() and x.is_contiguous(memory_format=fmt):
+        return fmt
+    return None
+
+
 def _reshape(t: Optional[Tensor], shape) -> Optional[Tensor]:
     return None if t is None else t.reshape(shape)
 
@@ -252,6 +285,9 @@ class _View(NamedTuple):
     over_batch: bool
     per_element: bool
     affine_shape: Tuple[int, int, int, int]
+    # GroupNorm's backward sums dy * x and dy, then centres (as PyTorch's CPU GroupNorm kernel
+    # does): one full-size pass fewer than summing dy * (x - mean); see _fused_backward.
+    uncentered_backward: bool = False
 
 
 def _fused_view(shape, dims: Tuple[int, ...], affine: Optional[Tensor], other: Optional[Tensor]) -> Optional[_View]:
@@ -306,6 +342,11 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     xv = x.reshape(view.shape)
     stat_dims = (0, 2, 3) if view.over_batch else (2, 3)
     m = K * S * (A if view.over_batch else 1)  # values per statistic
+    # The output is allocated in x's own shape and the passes below write into a view of it:
+    # the Function must return a tensor that is not a view of one made inside it, or autograd
+    # forbids in-place ops on the result (ReLU(inplace=True), out += identity).
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    y = out.view(view.shape)
     # Step 2. Pass 1: the mean. Pass 2: the deviations, written once, into the buffer that
     # becomes y. Pass 3: their sum of squares (a vector norm over the contiguous last axes is
     # one fast read). Two passes over x, so no cancellation (Chapter 11). torch.var_mean is
@@ -314,12 +355,15 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     # depending on the shape; Chapter 11 measures it on the reader's machine).
     if center:
         mean = xv.mean(dim=stat_dims, keepdim=True, dtype=dtype)
-        y = xv - mean  # a new tensor, in the computation dtype
+        torch.sub(xv, mean, out=y)  # in the computation dtype
         deviations = y
     else:
         mean = None
         deviations = xv
-    square_sums = torch.linalg.vector_norm(deviations.reshape(A, B, 1, K * S), dim=-1, keepdim=True, dtype=dtype)
+    if view.over_batch and K * S == 1:  # (M, C) rows, as BatchNorm1d sees them: one norm per column
+        square_sums = torch.linalg.vector_norm(deviations, dim=0, keepdim=True, dtype=dtype)
+    else:
+        square_sums = torch.linalg.vector_norm(deviations.reshape(A, B, 1, K * S), dim=-1, keepdim=True, dtype=dtype)
     square_sums = square_sums.square_()
     if view.over_batch:
         square_sums = square_sums.sum(dim=0, keepdim=True)
@@ -332,7 +376,7 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
     if center:
         y.mul_(scale)
     else:
-        y = xv * scale  # RMSNorm: the first write of a full-size buffer
+        torch.mul(xv, scale, out=y)  # RMSNorm: the first write of the output
     if view.per_element and weight is not None:
         w = weight.reshape(view.affine_shape).to(dtype)
         if bias is not None:
@@ -343,7 +387,7 @@ def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optio
         y.add_(bias.reshape(view.affine_shape).to(dtype))
     if mean is None:
         mean = torch.zeros_like(var)
-    return y.to(x.dtype).reshape(x.shape), mean, var
+    return (out if out.dtype == x.dtype else out.to(x.dtype)), mean, var
 
 
 def _fused_backward(
@@ -371,9 +415,14 @@ def _fused_backward(
     dyv = dy.reshape(view.shape).to(dtype)
     inv_std = torch.rsqrt(var + eps)
     w = None if weight is None else weight.reshape(view.affine_shape).to(dtype)
-    # The one buffer: first dy * (x - mean), summed into the statistics below; then dx.
-    buffer = xv - mean if center else xv.to(dtype, copy=True)
-    buffer.mul_(dyv)
+    # The one buffer: first dy * (x - mean) (or dy * x, see below), summed into the statistics
+    # below; then dx.
+    uncentered = view.uncentered_backward and center and not view.per_element
+    if uncentered:
+        buffer = torch.mul(xv, dyv)
+    else:
+        buffer = xv - mean if center else xv.to(dtype, copy=True)
+        buffer.mul_(dyv)
     grad_weight = grad_bias = None
     if view.per_element:
         rows = buffer.reshape(-1, S)
@@ -387,8 +436,12 @@ def _fused_backward(
         g_sum = g.reshape(A, B, -1).sum(2)
         g.mul_(inv_std)  # the buffer now holds g / std
     else:
-        per_channel_dot = buffer.sum(3)  # (A, B, K): sum over S of dy * (x - mean)
-        per_channel_dy = dyv.sum(3)
+        if view.over_batch:  # (1, B, K): sums over A and S of dy * (x - mean), and of dy
+            per_channel_dot, per_channel_dy = buffer.sum((0, 3)).unsqueeze(0), dyv.sum((0, 3)).unsqueeze(0)
+        else:  # (A, B, K): sums over S
+            per_channel_dot, per_channel_dy = buffer.sum(3), dyv.sum(3)
+        if uncentered:  # sum(dy * (x - mean)) = sum(dy * x) - mean * sum(dy), error ~ u * |mean| / std
+            per_channel_dot = per_channel_dot - mean.reshape(mean.shape[:2] + (1,)) * per_channel_dy
         if needs_weight and w is not None:
             grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
             grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
@@ -444,6 +497,11 @@ def _backward(ctx, dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor],
     """The backward pass of both Functions below: closed form with one buffer in plain eager mode;
     under create_graph=True or torch.func, plain ops with the statistics recomputed from x, so
     that autograd also sees how they depend on x and second derivatives are exact."""
+    if _autocast_on(dy.device.type):
+        # backward() called inside an autocast region: keep the float32 statistics out of it
+        # (it would run the matrix products below in half precision).
+        with torch.autocast(dy.device.type, enabled=False):
+            return _backward(ctx, dy, x, view, weight, mean, var, center)
     if torch.is_grad_enabled() or not _fused_allowed():
         return _plain_backward(dy, x, view, weight, ctx.eps, center)
     needs_weight, needs_bias = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
@@ -463,8 +521,10 @@ def _save_for_backward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[
 class _NormalizeFunction(torch.autograd.Function):
     """``normalize`` for the layers: fused forward and closed-form backward (see above).
 
-    ``apply(x, weight, bias, eps, view, center)`` returns ``(y, mean, var)``, the statistics
-    on the view (not differentiable). ``weight``/``bias`` come in ``view.affine_shape``.
+    ``apply(x, weight, bias, eps, view, center)`` returns ``(y, mean, var)``: ``y`` in x's
+    shape, the statistics on the view (not differentiable). ``x``, ``weight`` and ``bias`` come
+    in their own shapes, which reshape to ``view.shape`` and ``view.affine_shape``: the
+    reshapes happen in here, so autograd records no view operations around the Function.
     """
 
     generate_vmap_rule = True
@@ -474,6 +534,7 @@ class _NormalizeFunction(torch.autograd.Function):
         if _fused_allowed():
             return _fused_forward(x, view, weight, bias, eps, center)
         dims = (0, 2, 3) if view.over_batch else (2, 3)
+        weight, bias = _reshape(weight, view.affine_shape), _reshape(bias, view.affine_shape)
         y, mean, var = normalize(x.reshape(view.shape), dims, eps, weight=weight, bias=bias, center=center)
         return y.reshape(x.shape), (torch.zeros_like(var) if mean is None else mean), var
 
@@ -481,14 +542,41 @@ class _NormalizeFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, weight, bias, eps, view, center = inputs
         ctx.view, ctx.center = view, center
+        ctx.bias_shape = None if bias is None else bias.shape
         _save_for_backward(ctx, x, weight, bias, eps, output)
 
     @staticmethod
     def backward(ctx, grad_output, _grad_mean, _grad_var):
         x, weight, mean, var = ctx.saved_tensors
         grad_input, grad_weight, grad_bias = _backward(ctx, grad_output, x, ctx.view, weight, mean, var, ctx.center)
-        grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.to(ctx.bias_dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.reshape(weight.shape)
+        if grad_bias is not None and ctx.bias_dtype is not None:
+            grad_bias = grad_bias.reshape(ctx.bias_shape).to(ctx.bias_dtype)
+        else:
+            grad_bias = None
         return grad_input, grad_weight, grad_bias, None, None, None
+
+
+# Function.apply binds its arguments to forward's signature with inspect on every call (for
+# torch.func); outside torch.func transforms that costs more than a small layer's arithmetic.
+# The fused path runs only there (_fused_allowed), so it calls the C++ apply directly.
+_C_APPLY = getattr(torch._C, "_FunctionBase", object).__dict__.get("apply")
+
+
+def _apply(function, *args):
+    if _C_APPLY is None or torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return _C_APPLY.__get__(None, function)(*args)
+
+
+def _run_fused(x: Tensor, view: _View, eps: float, weight: Optional[Tensor], bias: Optional[Tensor], center: bool):
+    """The layers' eager path: ``(y, mean, var)`` of the fused Function on ``x`` seen as ``view``
+    (y in x's shape, the statistics on the view), or None where it does not apply (under the
+    compiler or torch.func, or for an empty input): then the caller runs :func:`normalize`."""
+    if x.numel() == 0 or not _fused_allowed():
+        return None
+    return _apply(_NormalizeFunction, x, weight, bias, eps, view, center)
 
 
 def _normalize_layer(
@@ -513,8 +601,7 @@ def _normalize_layer(
         return checkpoint(normalize, x, dims, eps, weight=weight, bias=bias, center=center, use_reentrant=False)
     if view is None or not _fused_allowed():
         return normalize(x, dims, eps, weight=weight, bias=bias, center=center)
-    affine = lambda t: None if t is None else t.reshape(view.affine_shape)  # noqa: E731
-    y, mean, var = _NormalizeFunction.apply(x, affine(weight), affine(bias), eps, view, center)
+    y, mean, var = _apply(_NormalizeFunction, x, weight, bias, eps, view, center)
     keepdim = tuple(1 if d in dims else s for d, s in enumerate(x.shape))
     return y, (mean.reshape(keepdim) if center else None), var.reshape(keepdim)
 
@@ -682,7 +769,14 @@ def batch_norm(
 
     if training:
         _verify_batch_size(input.size())
-        if _fused_allowed():
+        if _fused_allowed() and _channels_last_format(input) is not None:
+            # Channels innermost in memory: the (N * spatial, C) matrix of rows, a view without a
+            # copy, is BatchNorm1d's input; its output, viewed back, is channels-last like torch's.
+            to_last = (0,) + tuple(range(2, input.dim())) + (1,)
+            rows = input.permute(to_last)
+            y, mean, var = BatchNormFunction.apply(rows.reshape(-1, input.shape[1]), weight, bias, eps)
+            y = y.reshape(rows.shape).permute(0, input.dim() - 1, *range(1, input.dim() - 1))
+        elif _fused_allowed():
             y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
         else:  # torch.compile, torch.func: the readable recipe
             shape = _channel_shape(input)
@@ -727,6 +821,12 @@ def _check_trailing_shape(
             )
 
 
+def _last_axes_view(input: Tensor, shape: Tuple[int, ...]) -> _View:
+    """LayerNorm's and RMSNorm's view: one statistic per row of the last ``prod(shape)`` values."""
+    row = math.prod(shape)
+    return _View((input.numel() // row if row else 0, 1, 1, row), False, True, (1, 1, 1, row))
+
+
 def layer_norm(
     input: Tensor,
     normalized_shape,
@@ -740,10 +840,13 @@ def layer_norm(
     beta have the shape ``normalized_shape`` (one per normalized element).
     """
     _check_floating(input, "layer_norm")
+    input, weight, bias = _autocast_float32(input, weight, bias)
     shape = _as_shape(normalized_shape)
     _check_trailing_shape(input, shape, weight, bias)
-    dims = tuple(range(-len(shape), 0))
-    return _normalize_layer(input, dims, eps, weight, bias)[0]
+    fused = _run_fused(input, _last_axes_view(input, shape), eps, weight, bias, True)
+    if fused is not None:
+        return fused[0]
+    return _normalize_layer(input, tuple(range(-len(shape), 0)), eps, weight, bias)[0]
 
 
 def rms_norm(
@@ -761,10 +864,12 @@ def rms_norm(
     _check_floating(input, "rms_norm")
     shape = _as_shape(normalized_shape)
     _check_trailing_shape(input, shape, weight, None)
-    dims = tuple(range(-len(shape), 0))
     if eps is None:
         eps = torch.finfo(_compute_dtype(input.dtype)).eps
-    return _normalize_layer(input, dims, eps, weight, center=False)[0]
+    fused = _run_fused(input, _last_axes_view(input, shape), eps, weight, None, False)
+    if fused is not None:
+        return fused[0]
+    return _normalize_layer(input, tuple(range(-len(shape), 0)), eps, weight, center=False)[0]
 
 
 # --------------------------------------------------------------------------- GroupNorm & InstanceNorm
@@ -784,6 +889,7 @@ def group_norm(
     per channel.
     """
     _check_floating(input, "group_norm")
+    input, weight, bias = _autocast_float32(input, weight, bias)
     if input.dim() < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
     batch, channels = input.shape[:2]
@@ -805,13 +911,23 @@ def group_norm(
             f"with num_groups={num_groups} every group holds a single value, whose variance is 0"
         )
     # (N, C, *spatial) -> (N, G, C // G, *spatial): channels 0..C/G-1 form group 0, and so on.
-    grouped = input.reshape(batch, num_groups, channels // num_groups, *input.shape[2:])
     # gamma/beta are per channel: in the grouped view, channel c sits at (c // (C/G), c % (C/G)).
-    per_channel = (1, num_groups, channels // num_groups) + (1,) * (input.dim() - 2)
-    y, _, _ = _normalize_layer(
-        grouped, norm_dims("gn", input.dim()), eps, _reshape(weight, per_channel), _reshape(bias, per_channel)
+    per_group = channels // num_groups
+    view = _View(
+        (batch, num_groups, per_group, math.prod(input.shape[2:])), False, False, (1, num_groups, per_group, 1), True
     )
-    return y.reshape(input.shape)
+    fused = _run_fused(input, view, eps, weight, bias, True)
+    if fused is not None:
+        y = fused[0]
+    else:
+        grouped = input.reshape(batch, num_groups, per_group, *input.shape[2:])
+        per_channel = (1, num_groups, per_group) + (1,) * (input.dim() - 2)
+        y, _, _ = _normalize_layer(
+            grouped, norm_dims("gn", input.dim()), eps, _reshape(weight, per_channel), _reshape(bias, per_channel)
+        )
+        y = y.reshape(input.shape)
+    memory_format = _channels_last_format(input)
+    return y if memory_format is None else y.contiguous(memory_format=memory_format)
 
 
 def _verify_spatial_size(size: torch.Size) -> None:
@@ -847,9 +963,15 @@ def instance_norm(
 
     if use_input_stats:
         _verify_spatial_size(input.size())
-        y, mean, var = _normalize_layer(
-            input, norm_dims("in", input.dim()), eps, _reshape(weight, shape), _reshape(bias, shape)
-        )
+        channels = input.shape[1]
+        view = _View((input.shape[0], channels, 1, math.prod(input.shape[2:])), False, False, (1, channels, 1, 1))
+        fused = _run_fused(input, view, eps, weight, bias, True)
+        if fused is not None:  # statistics (N, C, 1, 1)
+            y, mean, var = fused
+        else:
+            y, mean, var = _normalize_layer(
+                input, norm_dims("in", input.dim()), eps, _reshape(weight, shape), _reshape(bias, shape)
+            )
         if input.numel() > 0:  # an empty batch has no statistics: keep the running ones
             # Each instance updates its own copy of the running stats; the copies are averaged.
             values_per_stat = math.prod(input.shape[2:])
@@ -865,7 +987,9 @@ def instance_norm(
 
     if running_mean is None or running_var is None:
         raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
-    return _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps)
+    y = _normalize_with_running_stats(input, running_mean, running_var, weight, bias, eps)
+    # torch's instance_norm returns a contiguous tensor whatever the input's memory format
+    return y if _channels_last_format(y) is None else y.contiguous()
 
 
 # --------------------------------------------------------------------------- AdaIN

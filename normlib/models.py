@@ -19,7 +19,19 @@ from .factory import make_norm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormLSTM
 
-__all__ = ["mlp", "cnn", "norm_layers", "make_activation", "ACTIVATIONS", "NoisyNorm", "CharLSTM", "char_lstm"]
+__all__ = [
+    "mlp",
+    "cnn",
+    "norm_layers",
+    "make_activation",
+    "ACTIVATIONS",
+    "NoisyNorm",
+    "BasicBlock",
+    "TinyResNet",
+    "tiny_resnet",
+    "CharLSTM",
+    "char_lstm",
+]
 
 NormSpec = Union[str, Callable[[int], nn.Module]]
 
@@ -235,6 +247,110 @@ class NoisyNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale=U{self.scale}, shift=U{self.shift}"
+
+
+# --------------------------------------------------------------------------- a real architecture (chapter 5)
+
+
+def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """The residual block of ResNet-18/34 (He et al. 2016), in torchvision's layout and names.
+
+    ``conv1`` (3 x 3, ``stride``) ``-> bn1 -> relu -> conv2`` (3 x 3) ``-> bn2``, then
+    ``out += identity`` and ``relu`` again. ``identity`` is the input, or ``downsample(input)``
+    (a 1 x 1 convolution with ``stride`` and a BatchNorm2d) when the block changes the number
+    of channels or the resolution. Built only from ``torch.nn`` layers, with the two in-place
+    operations real CNNs use after a BatchNorm: ``ReLU(inplace=True)`` (one module, applied
+    twice, as in torchvision) and the in-place residual add on ``bn2``'s output.
+    """
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample: Optional[nn.Module] = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity  # in place, on bn2's output
+        return self.relu(out)
+
+
+class TinyResNet(nn.Module):
+    """A ResNet for small images; see :func:`tiny_resnet`."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int, blocks: Sequence[int]) -> None:
+        super().__init__()
+        # Stem: a 3 x 3 convolution with stride 1 and no max-pool (torchvision's 7 x 7, stride 2
+        # and max-pool would leave a 2 x 2 map of an 8 x 8 digit).
+        self.conv1 = _conv3x3(in_channels, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        channels = width
+        for i, count in enumerate(blocks, start=1):
+            out_channels, stride = width * 2 ** (i - 1), 1 if i == 1 else 2
+            stage = [BasicBlock(channels, out_channels, stride)]
+            stage += [BasicBlock(out_channels, out_channels) for _ in range(count - 1)]
+            self.add_module(f"layer{i}", nn.Sequential(*stage))
+            channels = out_channels
+        self.num_stages = len(blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def tiny_resnet(
+    in_channels: int = 1, num_classes: int = 10, *, width: int = 8, blocks: Sequence[int] = (1, 1)
+) -> TinyResNet:
+    """A torchvision-style ResNet with :class:`BasicBlock` stages, built from ``torch.nn`` only.
+
+    ``conv1 -> bn1 -> relu`` (the stem, ``width`` channels, full resolution), then one stage
+    ``layer{i}`` per entry of ``blocks`` with that many blocks: stage 1 keeps ``width``
+    channels, every later stage doubles the channels and halves the resolution (its first
+    block has a ``downsample``). ``avgpool`` (global average) and a ``fc`` Linear give the
+    logits. With the defaults an (N, 1, 8, 8) digit gives 8 x 8 maps in ``layer1`` and
+    4 x 4 maps with 16 channels in ``layer2``; the model has six BatchNorm2d layers.
+
+    Initialization as in torchvision: He-normal convolution weights (``fan_out``), BatchNorm
+    gamma 1 and beta 0, PyTorch's default Linear. The weights are drawn from torch's global
+    generator, as in :func:`mlp` and :func:`cnn`: call :func:`normlib.seed` first for a
+    reproducible model. The norm layers are ``torch.nn``'s on purpose, so that
+    :func:`normlib.convert` has a real architecture to convert, in-place ReLU and residual
+    add included.
+    """
+    if not blocks or any(int(b) < 1 for b in blocks):
+        raise ValueError(f"tiny_resnet: blocks must be a non-empty sequence of positive counts, got {blocks!r}")
+    model = TinyResNet(in_channels, num_classes, width, [int(b) for b in blocks])
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return model
 
 
 # --------------------------------------------------------------------------- sequences (chapter 6)

@@ -118,7 +118,7 @@ class RMSNorm(nn.Module):
         self.normalized_shape = F._as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        register_affine(self, self.normalized_shape, elementwise_affine, False, factory_kwargs)
+        register_affine(self, self.normalized_shape, elementwise_affine, None, factory_kwargs)  # no bias, as torch
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

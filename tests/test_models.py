@@ -1,7 +1,10 @@
 """normlib.models: builders whose normalization is chosen by name."""
 
+import copy
+
 import pytest
 import torch
+from conftest import TOL, assert_close, assert_grad_close, compare_modules, make_gen
 from torch import nn
 
 import normlib
@@ -111,6 +114,109 @@ def test_same_seed_same_weights_whatever_the_norm():
     for norm in ("bn", "ln", "gn"):
         for name in ("linear1", "linear2", "head"):
             assert torch.equal(getattr(nets[norm], name).weight, getattr(nets["none"], name).weight)
+
+
+# --------------------------------------------------------------------------- a real architecture (chapter 5)
+
+
+def _resnet_norms(model):
+    return list(models.norm_layers(model).values())
+
+
+def test_tiny_resnet_shapes_names_and_torch_layers_only():
+    normlib.seed(0)
+    net = models.tiny_resnet()
+    assert net(torch.randn(5, 1, 8, 8)).shape == (5, 10)  # the digits' images
+    stages = [n for n, _ in net.named_children()]
+    assert stages == ["conv1", "bn1", "relu", "layer1", "layer2", "avgpool", "fc"]
+    assert net.layer1[0].downsample is None  # same channels, same resolution
+    down = net.layer2[0].downsample
+    assert isinstance(down[0], nn.Conv2d) and down[0].kernel_size == (1, 1) and down[0].stride == (2, 2)
+    norms = _resnet_norms(net)
+    assert len(norms) == 6 and all(type(m) is nn.BatchNorm2d for m in norms)  # torch's, not normlib's
+    containers = (models.TinyResNet, models.BasicBlock)
+    assert all(type(m).__module__.startswith("torch.nn") for m in net.modules() if not isinstance(m, containers))
+    # widths and resolutions per stage; more blocks per stage
+    sizes = {}
+    deep = models.tiny_resnet(3, 4, width=4, blocks=(2, 1, 1))
+    for name in ("layer1", "layer2", "layer3"):
+        getattr(deep, name).register_forward_hook(lambda m, i, o, k=name: sizes.__setitem__(k, tuple(o.shape[1:])))
+    assert deep(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+    assert sizes == {"layer1": (4, 8, 8), "layer2": (8, 4, 4), "layer3": (16, 2, 2)}
+    assert len(deep.layer1) == 2 and len(_resnet_norms(deep)) == 1 + 4 + 3 + 3
+    for bad in ((), (1, 0)):
+        with pytest.raises(ValueError, match="blocks"):
+            models.tiny_resnet(blocks=bad)
+
+
+def test_tiny_resnet_seeded_and_initialized_like_torchvision():
+    normlib.seed(3)
+    a = models.tiny_resnet()
+    normlib.seed(3)
+    b = models.tiny_resnet()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    w = a.layer2[0].conv2.weight.detach()  # He normal, fan_out = 16 * 3 * 3
+    assert abs(float(w.std()) - (2 / (16 * 9)) ** 0.5) < 0.02
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in _resnet_norms(a))
+
+
+def test_tiny_resnet_runs_in_place_ops_on_batchnorm_outputs():
+    """What makes it a real test of convert: ReLU(inplace=True) and ``out += identity`` write into
+    a BatchNorm layer's output tensor (its version counter moves, the block returns its storage)."""
+    normlib.seed(0)
+    net = models.tiny_resnet()
+    blocks = [m for m in net.modules() if isinstance(m, models.BasicBlock)]
+    assert len(blocks) == 2
+    assert all(isinstance(b.relu, nn.ReLU) and b.relu.inplace for b in blocks) and net.relu.inplace
+    for model in (net, normlib.convert(copy.deepcopy(net))):
+        outputs = {}
+        for name, m in model.named_modules():
+            if name.endswith(("bn1", "bn2")):
+                m.register_forward_hook(lambda m, i, o, k=name: outputs.__setitem__(k, (o, o._version)))
+        block_out = {}
+        for name, m in model.named_modules():
+            if isinstance(m, models.BasicBlock):
+                m.register_forward_hook(lambda m, i, o, k=name: block_out.__setitem__(k, o))
+        model(torch.randn(4, 1, 8, 8)).sum().backward()
+        assert len(outputs) == 5 and len(block_out) == 2
+        for name, (out, version) in outputs.items():
+            assert out._version > version, f"{name}: nothing wrote into the BatchNorm output in place"
+        for name, out in block_out.items():  # relu_(bn2(...) += identity) returns bn2's own tensor
+            assert out.data_ptr() == outputs[f"{name}.bn2"][0].data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_tiny_resnet_convert_matches_torch_in_train_and_eval(dtype):
+    normlib.seed(0)
+    ref = models.tiny_resnet().to(dtype)
+    ours = normlib.convert(copy.deepcopy(ref))
+    norms = _resnet_norms(ours)
+    assert len(norms) == 6 and all(type(m) is normlib.BatchNorm2d for m in norms)
+    assert not any(type(m) is nn.BatchNorm2d for m in ours.modules())
+    gen = make_gen(0)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (ref, ours)]
+    for step in range(3):  # training mode: batch statistics, running averages, gradients
+        x = torch.randn(16, 1, 8, 8, generator=gen, dtype=torch.float64).to(dtype) * 2 + 0.5
+        y = torch.randint(0, 10, (16,), generator=gen)
+        results = []
+        for model, opt in zip((ref, ours), opts):
+            opt.zero_grad()
+            out = model(x)
+            nn.functional.cross_entropy(out, y).backward()
+            results.append((out, {k: p.grad.clone() for k, p in model.named_parameters()}))
+            opt.step()
+        (out_ref, g_ref), (out, g) = results
+        assert_close(out, out_ref, tol=TOL[dtype] if dtype == torch.float64 else (1e-4, 1e-4), msg=f"step {step}")
+        for k in g_ref:
+            assert_grad_close(g[k], g_ref[k], None, dtype, msg=f"step {step}: {k}.grad")
+    compare_modules(ours, ref, dtype=dtype, msg="after training")
+    ref.eval(), ours.eval()
+    x = torch.randn(8, 1, 8, 8, generator=gen, dtype=torch.float64).to(dtype)
+    with torch.no_grad():
+        assert_close(ours(x), ref(x), tol=TOL[dtype] if dtype == torch.float64 else (1e-4, 1e-4), msg="eval()")
+    back = normlib.to_torch(ours)
+    assert all(type(m) is nn.BatchNorm2d for m in _resnet_norms(back))
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), ours.state_dict().values()))
 
 
 # --------------------------------------------------------------------------- sequences (chapter 6)
