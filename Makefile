@@ -102,7 +102,7 @@ zip: $(STAMP)
 	$(VENV)/bin/python scripts/make_zip.py $(BUILD_DIR)/html $(ZIP)
 
 clean:
-	rm -rf $(BUILD_DIR) .pytest_cache
+	rm -rf $(BUILD_DIR) .pytest_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
