@@ -285,9 +285,6 @@ class _View(NamedTuple):
     over_batch: bool
     per_element: bool
     affine_shape: Tuple[int, int, int, int]
-    # GroupNorm's backward sums dy * x and dy, then centres (as PyTorch's CPU GroupNorm kernel
-    # does): one full-size pass fewer than summing dy * (x - mean); see _fused_backward.
-    uncentered_backward: bool = False
 
 
 def _fused_view(shape, dims: Tuple[int, ...], affine: Optional[Tensor], other: Optional[Tensor]) -> Optional[_View]:
@@ -402,8 +399,8 @@ def _fused_backward(
     needs_weight: bool,
     needs_bias: bool,
 ):
-    """Closed-form gradients with one full-size buffer. With g = dy * gamma, x_hat the standardized
-    x and sums over each statistic's m values:
+    """Closed-form gradients with one full-size buffer (LayerNorm, RMSNorm) or two (per channel).
+    With g = dy * gamma, x_hat the standardized x and sums over each statistic's m values:
 
         dx = (g - sum(g) / m - x_hat * sum(g * x_hat) / m) / std      (no sum(g) term for RMSNorm)
         dgamma = sum over the batch-like axes of dy * x_hat,  dbeta = the same sum of dy.
@@ -415,16 +412,11 @@ def _fused_backward(
     dyv = dy.reshape(view.shape).to(dtype)
     inv_std = torch.rsqrt(var + eps)
     w = None if weight is None else weight.reshape(view.affine_shape).to(dtype)
-    # The one buffer: first dy * (x - mean) (or dy * x, see below), summed into the statistics
-    # below; then dx.
-    uncentered = view.uncentered_backward and center and not view.per_element
-    if uncentered:
-        buffer = torch.mul(xv, dyv)
-    else:
-        buffer = xv - mean if center else xv.to(dtype, copy=True)
-        buffer.mul_(dyv)
     grad_weight = grad_bias = None
     if view.per_element:
+        # The one buffer: first dy * (x - mean), summed into the statistics below; then dx.
+        buffer = xv - mean if center else xv.to(dtype, copy=True)
+        buffer.mul_(dyv)
         rows = buffer.reshape(-1, S)
         if needs_weight and w is not None:  # sum over rows of dy * x_hat, as a vector-matrix product
             grad_weight = (inv_std.expand(A, B, K, 1).reshape(1, -1) @ rows).reshape(view.affine_shape)
@@ -435,13 +427,26 @@ def _fused_backward(
         g = torch.mul(dyv, w, out=buffer) if w is not None else buffer.copy_(dyv)
         g_sum = g.reshape(A, B, -1).sum(2)
         g.mul_(inv_std)  # the buffer now holds g / std
+        dot, g_sum = dot.reshape(inv_std.shape), g_sum.reshape(inv_std.shape)
+        # dx = g/std + k * x + c, assembled from x itself (one pass fewer), as PyTorch's CPU
+        # LayerNorm kernel does: x * k and mean * k round like x itself does in its dtype, an
+        # error of about u * |mean| / std with u the unit roundoff. The variance is another
+        # matter: from E[x^2] - E[x]^2 its error would grow like u * (mean / std)^2 (Chapter 11).
+        k = -inv_std.pow(3) * dot / m
+        g.addcmul_(xv.to(dtype), k)
+        if center:
+            g.add_(-k * mean - inv_std * g_sum / m)
     else:
+        # Per channel (BatchNorm, InstanceNorm, GroupNorm): two buffers. The deviations x - mean
+        # stay for dx = k * (x - mean) + dy * gamma / std + c, as in PyTorch's BatchNorm kernel:
+        # built from x itself, dx would lose about u * |mean| / std to cancellation, which with
+        # few values per statistic far from 0 is many times torch's error.
+        deviations = xv - mean if center else None
+        buffer = (deviations if center else xv) * dyv
         if view.over_batch:  # (1, B, K): sums over A and S of dy * (x - mean), and of dy
             per_channel_dot, per_channel_dy = buffer.sum((0, 3)).unsqueeze(0), dyv.sum((0, 3)).unsqueeze(0)
         else:  # (A, B, K): sums over S
             per_channel_dot, per_channel_dy = buffer.sum(3), dyv.sum(3)
-        if uncentered:  # sum(dy * (x - mean)) = sum(dy * x) - mean * sum(dy), error ~ u * |mean| / std
-            per_channel_dot = per_channel_dot - mean.reshape(mean.shape[:2] + (1,)) * per_channel_dy
         if needs_weight and w is not None:
             grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
             grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
@@ -454,20 +459,16 @@ def _fused_backward(
         g_sum = (per_channel_dy * w3).sum(2)
         if view.over_batch:
             dot, g_sum = dot.sum(0, keepdim=True), g_sum.sum(0, keepdim=True)
-        # g / std = dy * (gamma / std): gamma / std is per channel
-        scale = inv_std if w is None else inv_std * w
-        g = torch.mul(dyv, scale, out=buffer)
-    dot, g_sum = dot.reshape(inv_std.shape), g_sum.reshape(inv_std.shape)
-    # dx = g/std + k * (x - mean) + c, assembled from x itself (one pass fewer): x * k and
-    # mean * k round like x itself does in its dtype, an error of about u * |mean| / std with
-    # u the unit roundoff, as in PyTorch's CPU LayerNorm kernel. The variance is another
-    # matter: from E[x^2] - E[x]^2 its error would grow like u * (mean / std)^2 (Chapter 11).
-    k = -inv_std.pow(3) * dot / m
-    c = -k * mean if center else torch.zeros_like(k)
-    if center:
-        c = c - inv_std * g_sum / m
-    g.addcmul_(xv.to(dtype), k)
-    g.add_(c)
+        dot, g_sum = dot.reshape(inv_std.shape), g_sum.reshape(inv_std.shape)
+        k = -inv_std.pow(3) * dot / m
+        scale = inv_std if w is None else inv_std * w  # gamma / std, per channel
+        if center:
+            g = deviations.mul_(k)
+            g.addcmul_(dyv, scale)
+            g.add_(-inv_std * g_sum / m)
+        else:
+            g = torch.mul(dyv, scale, out=buffer)
+            g.addcmul_(xv.to(dtype), k)
     grad_input = g.to(x.dtype).reshape(x.shape)
     if grad_weight is not None:
         grad_weight = grad_weight.to(weight.dtype)
@@ -893,6 +894,13 @@ def group_norm(
     if input.dim() < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.dim()}")
     batch, channels = input.shape[:2]
+    if num_groups > 0 and batch * channels // num_groups * math.prod(input.shape[2:]) == 1:
+        # PyTorch's first check (before the channel count's): a single sample whose groups
+        # hold one value each normalizes to 0.
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {input.size()}: "
+            f"with num_groups={num_groups} every group holds a single value, whose variance is 0"
+        )
     if num_groups <= 0 or channels % num_groups != 0:
         raise RuntimeError(
             "Expected number of channels in input to be divisible by num_groups, but got input "
@@ -904,17 +912,11 @@ def group_norm(
                 f"Expected {name} to be a vector of size equal to the number of channels in input, "
                 f"but got {name} of shape {list(tensor.shape)} and input of shape {list(input.shape)}"
             )
-    if batch * channels // num_groups * math.prod(input.shape[2:]) == 1:
-        # PyTorch's check: a single sample whose groups hold one value each normalizes to 0.
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {input.size()}: "
-            f"with num_groups={num_groups} every group holds a single value, whose variance is 0"
-        )
     # (N, C, *spatial) -> (N, G, C // G, *spatial): channels 0..C/G-1 form group 0, and so on.
     # gamma/beta are per channel: in the grouped view, channel c sits at (c // (C/G), c % (C/G)).
     per_group = channels // num_groups
     view = _View(
-        (batch, num_groups, per_group, math.prod(input.shape[2:])), False, False, (1, num_groups, per_group, 1), True
+        (batch, num_groups, per_group, math.prod(input.shape[2:])), False, False, (1, num_groups, per_group, 1)
     )
     fused = _run_fused(input, view, eps, weight, bias, True)
     if fused is not None:
@@ -958,11 +960,12 @@ def instance_norm(
     _check_floating(input, "instance_norm")
     if input.dim() < 3:
         raise ValueError(f"instance_norm: expected an input of shape (N, C, *spatial), got {input.dim()}D input")
+    if use_input_stats:  # PyTorch checks the spatial size before the per-channel tensors
+        _verify_spatial_size(input.size())
     _check_channel_vectors(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     shape = _channel_shape(input)
 
     if use_input_stats:
-        _verify_spatial_size(input.size())
         channels = input.shape[1]
         view = _View((input.shape[0], channels, 1, math.prod(input.shape[2:])), False, False, (1, channels, 1, 1))
         fused = _run_fused(input, view, eps, weight, bias, True)

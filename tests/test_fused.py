@@ -207,8 +207,8 @@ def test_eval_batch_norm_folds_into_one_scale_and_shift():
 )
 @pytest.mark.parametrize("mean", [0.0, 1e2, 1e4])
 def test_backward_with_a_large_mean_is_as_accurate_as_torch(make, mean):
-    """GroupNorm's backward sums dy * x and subtracts mean * sum(dy) afterwards, as PyTorch's CPU
-    kernels do for GroupNorm and LayerNorm; its float32 rounding error grows like u * |mean| / std.
+    """Inputs far from 0 make float32 gradients lose digits (about u * |mean| / std where a
+    formula multiplies x itself, as LayerNorm's backward does, like PyTorch's CPU kernel).
     Against a float64 truth, normlib's input gradient stays within 4x torch's own error (and a
     rounding floor), for inputs whose mean is 0, 100 and 10,000 standard deviations."""
     torch.manual_seed(0)
