@@ -437,16 +437,16 @@ def _fused_backward(
         if center:
             g.add_(-k * mean - inv_std * g_sum / m)
     else:
-        # Per channel (BatchNorm, InstanceNorm, GroupNorm): two buffers. The deviations x - mean
-        # stay for dx = k * (x - mean) + dy * gamma / std + c, as in PyTorch's BatchNorm kernel:
-        # built from x itself, dx would lose about u * |mean| / std to cancellation, which with
-        # few values per statistic far from 0 is many times torch's error.
-        deviations = xv - mean if center else None
-        buffer = (deviations if center else xv) * dyv
-        if view.over_batch:  # (1, B, K): sums over A and S of dy * (x - mean), and of dy
-            per_channel_dot, per_channel_dy = buffer.sum((0, 3)).unsqueeze(0), dyv.sum((0, 3)).unsqueeze(0)
-        else:  # (A, B, K): sums over S
-            per_channel_dot, per_channel_dy = buffer.sum(3), dyv.sum(3)
+        # Per channel (BatchNorm, InstanceNorm, GroupNorm): the deviations x - mean stay for
+        # dx = k * (x - mean) + dy * gamma / std + c, as in PyTorch's BatchNorm kernel. Built from
+        # x itself, dx would lose about u * |mean| / std to cancellation (u the unit roundoff):
+        # with few values per statistic far from 0, up to hundreds of times torch's error.
+        deviations = xv - mean if center else xv
+        # (A, B, K) sums over S of dy * (x - mean) (BatchNorm: (1, B, K), over A too). The
+        # products only feed the sums: they go through a small scratch buffer, a block of
+        # samples at a time, that stays in the processor's cache, not a full-size tensor.
+        per_channel_dot = _sums_of_products(deviations, dyv, view.over_batch)
+        per_channel_dy = dyv.sum((0, 3)).unsqueeze(0) if view.over_batch else dyv.sum(3)
         if needs_weight and w is not None:
             grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
             grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
@@ -467,12 +467,34 @@ def _fused_backward(
             g.addcmul_(dyv, scale)
             g.add_(-inv_std * g_sum / m)
         else:
-            g = torch.mul(dyv, scale, out=buffer)
+            g = torch.mul(dyv, scale)
             g.addcmul_(xv.to(dtype), k)
     grad_input = g.to(x.dtype).reshape(x.shape)
     if grad_weight is not None:
         grad_weight = grad_weight.to(weight.dtype)
     return grad_input, grad_weight, grad_bias
+
+
+# Elements per block of _sums_of_products: 1 MiB of float32, within a core's L2 cache.
+_SCRATCH_ELEMENTS = 1 << 18
+
+
+def _sums_of_products(a: Tensor, b: Tensor, over_batch: bool) -> Tensor:
+    """``(a * b).sum(3)`` for (A, B, K, S) tensors (``.sum((0, 3))``, kept as (1, B, K), when
+    ``over_batch``), without a full-size product: blocks of samples share one small buffer."""
+    A = a.shape[0]
+    per_sample = max(1, a[0].numel())
+    step = max(1, _SCRATCH_ELEMENTS // per_sample)
+    if step >= A:
+        product = a * b
+        return product.sum((0, 3)).unsqueeze(0) if over_batch else product.sum(3)
+    scratch = torch.empty((step,) + tuple(a.shape[1:]), dtype=torch.result_type(a, b), device=a.device)
+    sums = []
+    for start in range(0, A, step):
+        stop = min(start + step, A)
+        block = torch.mul(a[start:stop], b[start:stop], out=scratch[: stop - start])
+        sums.append(block.sum((0, 3)).unsqueeze(0) if over_batch else block.sum(3))
+    return torch.stack(sums).sum(0) if over_batch else torch.cat(sums)
 
 
 def _plain_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor], eps: float, center: bool):
