@@ -2,9 +2,9 @@
 
 myst-nb gives an output image alt text only from cell metadata (``mystnb.image.alt``);
 without it, the HTML shows the file name as the alt text. The course's figures carry their
-own description instead: ``normlib.viz.use_style()`` makes every figure a notebook shows
+own description instead: ``normlib.lab.viz.use_style()`` makes every figure a notebook shows
 store its titles (which state the finding) in the PNG's ``Description`` text chunk
-(``normlib.viz.figure_description``). This extension copies that text into the alt text of
+(``normlib.lab.viz.figure_description``). This extension copies that text into the alt text of
 every image that has none. An image without either keeps none, and the browser test
 (tests/test_browser.py) reports it.
 """

@@ -25,12 +25,10 @@ Two speeds, one set of numbers (Chapter 11):
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import torch
 
-from . import data, functional, invariance, models, probes, recurrent, reference, style, train, transformer
+from . import functional, recurrent, reference
+from ._moved import install as _install_moved_modules
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .convert import convert, to_torch
@@ -38,6 +36,7 @@ from .factory import NORM_NAMES, default_num_groups, make_norm
 from .ibn import IBNorm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
+from .runtime import device, seed
 from .weight_norm import weight_norm
 
 __version__ = "0.1.0"
@@ -71,27 +70,9 @@ __all__ = [
     "device",
     "seed",
     "functional",
-    "invariance",
     "recurrent",
     "reference",
-    "transformer",
-    "data",
-    "models",
-    "train",
-    "style",
-    "probes",
-    "viz",
 ]
-
-
-def device() -> torch.device:
-    """The best available device: CUDA, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def compiled(model_or_fn, *, fullgraph: bool = True, dynamic: bool = False, **kwargs):
@@ -108,17 +89,6 @@ def compiled(model_or_fn, *, fullgraph: bool = True, dynamic: bool = False, **kw
     return torch.compile(model_or_fn, fullgraph=fullgraph, dynamic=dynamic, **kwargs)
 
 
-def seed(value: int = 0) -> None:
-    """Seed Python, NumPy and PyTorch so a chapter's outputs are deterministic."""
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
-
-
-def __getattr__(name):
-    # viz pulls in matplotlib: import it only when a chapter asks for it.
-    if name == "viz":
-        import importlib
-
-        return importlib.import_module(".viz", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Modules that moved into the lab (normlib.lab) keep working under their old names for one
+# release, with a DeprecationWarning that names the new place (normlib/_moved.py).
+__getattr__ = _install_moved_modules(__name__)

@@ -119,21 +119,23 @@ def setup_block(notebook_kind: str = "chapter", root: Path = ROOT) -> str:
     """The canonical start of a notebook's first code cell (the rest of the cell is free).
 
     It installs only what is missing, so a local build never touches the network, and in
-    Colab the first run installs normlib from the repository (or from $NORMLIB_INSTALL_SOURCE).
+    Colab the first run installs normlib with its ``lab`` extra (the packages of the course's
+    lab: matplotlib, ipywidgets, scikit-learn, ...) from the repository, or from
+    $NORMLIB_INSTALL_SOURCE (a pip URL: ``git+...``, ``file:///...``).
     """
     url = repository_url(root)
     lines = [
         "try:",
-        "    import normlib",
-        "except ImportError:  # e.g. on Colab: install the course library",
+        "    import normlib.lab.viz  # the course library and its lab's packages",
+        "except ImportError:  # e.g. on Colab: install them",
         "    import os",
         "",
         "    source = os.environ.get(",
         f'        "{SOURCE_VARIABLE}",',
         _fit(f'        "git+{url}",'),
         "    )",
-        "    %pip install -q {source}",
-        "    import normlib",
+        '    %pip install -q "normlib[lab] @ {source}"',
+        "    import normlib.lab.viz",
     ]
     if notebook_kind == "student":
         lines += [

@@ -142,7 +142,7 @@ def kernel_env(shared: Shared, python: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(
         {
-            cn.SOURCE_VARIABLE: str(shared.wheel),
+            cn.SOURCE_VARIABLE: shared.wheel.as_uri(),  # the set-up cell installs "normlib[lab] @ <URL>"
             "PIP_NO_INDEX": "1",  # the set-up cell's pip must not reach the network
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "PYTHONNOUSERSITE": "1",

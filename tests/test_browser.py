@@ -16,7 +16,7 @@ reader without network access. For each page:
   whose error is intended) or a warning;
 * **code width**: with every folded cell opened, no line of code (cell inputs, code blocks,
   printed outputs) is wider than its box at a 1280-pixel-wide window;
-* **sliders**: every ipywidgets slider (e.g. `normlib.viz.explorer`) moves with the keyboard
+* **sliders**: every ipywidgets slider (e.g. `normlib.lab.viz.explorer`) moves with the keyboard
   and shows the next label and a new image at each step, with no kernel; every matplotlib
   jshtml animation changes its frame when its slider moves; a chapter page has at least one;
 * **launch links**: on a page built from a notebook, the Colab and Binder buttons open that
@@ -691,7 +691,7 @@ def test_local_server_reports_missing_files(server):
 
 def test_the_checks_can_fail(browser, tmp_path):
     """A page with one fault of each kind: every check must report its fault. The page also
-    holds a working jshtml animation (normlib.viz's fallback slider), which must pass."""
+    holds a working jshtml animation (normlib.lab.viz's fallback slider), which must pass."""
     import base64
 
     import matplotlib
@@ -699,7 +699,7 @@ def test_the_checks_can_fail(browser, tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from normlib import viz
+    from normlib.lab import viz
 
     frames = []
     for i in range(3):

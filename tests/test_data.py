@@ -1,11 +1,11 @@
-"""normlib.data: offline datasets with fixed splits, and reproducible mini-batches."""
+"""normlib.lab.data: offline datasets with fixed splits, and reproducible mini-batches."""
 
 import builtins
 
 import pytest
 import torch
 
-from normlib import data
+from normlib.lab import data
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ folder holding
   lose points on a hidden test of its question.
 
 Also: the committed student notebooks are what `make exercises` generates (not stale), their
-set-up cells point at the book's repository, and normlib.exercises (the grader set-up,
+set-up cells point at the book's repository, and normlib.lab.exercises (the grader set-up,
 including the Colab path) works offline.
 """
 
@@ -341,7 +341,7 @@ def test_autograder_requirements_install_normlib_from_the_repository():
     assert f"normlib @ git+{_config()['repository']['url']}" in text.splitlines()
 
 
-# --------------------------------------------------------------------------- normlib.exercises
+# --------------------------------------------------------------------------- normlib.lab.exercises
 
 
 def _student_nb(set_name):
@@ -349,7 +349,7 @@ def _student_nb(set_name):
 
 
 def test_start_grader_finds_the_notebook_and_its_tests(tmp_path, monkeypatch):
-    from normlib.exercises import start_grader
+    from normlib.lab.exercises import start_grader
 
     set_name = SETS[0]
     monkeypatch.chdir(tmp_path)
@@ -362,7 +362,7 @@ def test_start_grader_finds_the_notebook_and_its_tests(tmp_path, monkeypatch):
 
 
 def test_start_grader_on_colab_reads_the_tests_from_the_repository(tmp_path, monkeypatch):
-    from normlib import exercises
+    from normlib.lab import exercises
 
     set_name = SETS[0]
     student = _student_nb(set_name)
@@ -384,7 +384,7 @@ def test_start_grader_on_colab_reads_the_tests_from_the_repository(tmp_path, mon
 
 
 def test_raw_url_and_write_tests_refuse_what_they_cannot_handle(tmp_path):
-    from normlib.exercises import raw_url, write_tests
+    from normlib.lab.exercises import raw_url, write_tests
 
     assert (
         raw_url("https://github.com/a/b.git", "dev", "x/y.ipynb")

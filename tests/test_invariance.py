@@ -1,11 +1,11 @@
-"""normlib.invariance: Ba et al.'s invariance table, computed, and the pieces it is made of."""
+"""normlib.lab.invariance: Ba et al.'s invariance table, computed, and the pieces it is made of."""
 
 import pytest
 import torch
 import torch.nn.functional as TF
 from conftest import assert_close, make_gen
 
-from normlib.invariance import (
+from normlib.lab.invariance import (
     BA2016_TABLE,
     INVARIANCE_METHODS,
     TRANSFORMATIONS,

@@ -1,4 +1,4 @@
-"""normlib.models: builders whose normalization is chosen by name."""
+"""normlib.lab.models: builders whose normalization is chosen by name."""
 
 import copy
 
@@ -8,7 +8,7 @@ from conftest import TOL, assert_close, assert_grad_close, compare_modules, make
 from torch import nn
 
 import normlib
-from normlib import models
+from normlib.lab import models
 
 
 @pytest.mark.parametrize(

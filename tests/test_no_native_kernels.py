@@ -185,8 +185,8 @@ def test_normlib_never_calls_torch_norm_kernels(monkeypatch):
 def test_recurrent_and_transformer_modules_use_normlib_norms(monkeypatch):
     """The LN-LSTM/GRU, TimeStepBatchNorm, Transformer blocks and the invariance table run
     without any torch normalization kernel (forward and backward)."""
-    from normlib.invariance import invariance_table
-    from normlib.transformer import TinyTransformer
+    from normlib.lab.invariance import invariance_table
+    from normlib.lab.transformer import TinyTransformer
 
     torch.manual_seed(0)
     modules = [

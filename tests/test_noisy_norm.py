@@ -1,10 +1,10 @@
-"""normlib.models.NoisyNorm: per-channel noise after a normalization layer (Santurkar et al. 2018)."""
+"""normlib.lab.models.NoisyNorm: per-channel noise after a normalization layer (Santurkar et al. 2018)."""
 
 import pytest
 import torch
 
 import normlib
-from normlib import models
+from normlib.lab import models
 
 
 def test_training_output_is_the_drawn_scale_and_shift_of_the_norm(device):

@@ -1,4 +1,4 @@
-"""normlib.probes and train.sandbox: measurements that leave the model untouched."""
+"""normlib.lab.probes and train.sandbox: measurements that leave the model untouched."""
 
 import copy
 import math
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import normlib
-from normlib import data, models, probes, train
+from normlib.lab import data, models, probes, train
 
 
 def _bn_net(seed=0):

@@ -1,12 +1,12 @@
-"""normlib.style (AdaIN on a fixed random encoder, decoded by pixel optimization) and the
+"""normlib.lab.style (AdaIN on a fixed random encoder, decoded by pixel optimization) and the
 data helpers chapter 7 uses: exposure_task and sample_image."""
 
 import pytest
 import torch
 
 import normlib
-from normlib import data, style
 from normlib.functional import adain
+from normlib.lab import data, style
 
 # --------------------------------------------------------------------------- RandomEncoder
 

@@ -1,4 +1,4 @@
-"""normlib.train: the seeded training loop, evaluation without side effects, probes."""
+"""normlib.lab.train: the seeded training loop, evaluation without side effects, probes."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import normlib
-from normlib import data, models, train
+from normlib.lab import data, models, train
 
 
 @pytest.fixture(scope="module")

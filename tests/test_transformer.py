@@ -1,4 +1,4 @@
-"""normlib.transformer: post-LN/pre-LN blocks against torch.nn.TransformerEncoderLayer."""
+"""normlib.lab.transformer: post-LN/pre-LN blocks against torch.nn.TransformerEncoderLayer."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch.nn as nn
 from conftest import assert_close, make_gen, randn, skip_unsupported
 
 import normlib
-from normlib.transformer import TinyTransformer, TransformerBlock, ffn_gradient_norms
+from normlib.lab.transformer import TinyTransformer, TransformerBlock, ffn_gradient_norms
 
 
 def randomize(module, gen):

@@ -1,4 +1,4 @@
-"""normlib.viz: the book's colours, the N x C x (H.W) partition and the explorer control."""
+"""normlib.lab.viz: the book's colours, the N x C x (H.W) partition and the explorer control."""
 
 import re
 import sys
@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import normlib  # noqa: E402
-from normlib import viz  # noqa: E402
 from normlib.functional import norm_dims, normalize  # noqa: E402
+from normlib.lab import viz  # noqa: E402
 
 
 def test_one_distinct_colour_and_label_per_method():
@@ -158,7 +158,7 @@ def test_explorer_with_ipywidgets_7_falls_back_to_the_animation(monkeypatch):
 
 
 def test_plot_runs_colours_means_and_bands():
-    from normlib.train import History
+    from normlib.lab.train import History
 
     def hist(acc, loss):
         return History(steps=[0, 10, 20], test_accuracy=acc, train_loss=loss, test_loss=[1, 1, 1])

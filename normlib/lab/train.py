@@ -1,6 +1,6 @@
 """A small, seeded training loop for the course's experiments.
 
-:func:`fit` trains a classifier on a :class:`normlib.data.Dataset` with mini-batch SGD (or
+:func:`fit` trains a classifier on a :class:`normlib.lab.data.Dataset` with mini-batch SGD (or
 Adam) and returns a :class:`History`: the loss of every update, test loss and accuracy at
 regular evaluation points, optional probes, and whether training diverged. It is
 deliberately plain -- shuffle, forward, loss, backward, step -- so that what an experiment
@@ -323,7 +323,7 @@ def fit(
     if eval_every < 1:
         raise ValueError(f"fit: eval_every must be positive, got {eval_every}")
 
-    from . import seed as seed_everything
+    from ..runtime import seed as seed_everything
 
     seed_everything(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -392,7 +392,7 @@ def fit(
 
 def run(build: Callable[[], nn.Module], data: Dataset, *, seed: int = 0, **fit_kwargs) -> History:
     """Seed, build a fresh model with ``build()``, and :func:`fit` it with the same seed."""
-    from . import seed as seed_everything
+    from ..runtime import seed as seed_everything
 
     seed_everything(seed)
     return fit(build(), data, seed=seed, **fit_kwargs)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as TF
 
-from .factory import make_norm
+from ..factory import make_norm
 
 __all__ = ["TransformerBlock", "TinyTransformer", "ffn_gradient_norms", "TRANSFORMER_NORMS", "NORM_POSITIONS"]
 

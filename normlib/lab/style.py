@@ -17,7 +17,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .functional import adain, norm_dims, normalize
+from ..functional import adain, norm_dims, normalize
 
 __all__ = ["RandomEncoder", "channel_stats", "stylize"]
 

@@ -115,7 +115,7 @@ def _require(module: str, package: str):
 def _default_device(device):
     if device is not None:
         return torch.device(device)
-    from . import device as best_device
+    from ..runtime import device as best_device
 
     return best_device()
 

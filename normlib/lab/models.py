@@ -14,10 +14,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .batchnorm import _NormBase
-from .factory import make_norm
-from .normalization import GroupNorm, LayerNorm, RMSNorm
-from .recurrent import LayerNormLSTM
+from ..batchnorm import _NormBase
+from ..factory import make_norm
+from ..normalization import GroupNorm, LayerNorm, RMSNorm
+from ..recurrent import LayerNormLSTM
 
 __all__ = [
     "mlp",
@@ -363,8 +363,8 @@ class CharLSTM(nn.Module):
     so two models that differ only in ``layer_norm`` have the same parameters otherwise.
     ``forward(tokens)`` maps ``(N, T)`` character ids to logits of shape
     ``(N, vocab_size, T)`` -- classes in dim 1, the layout ``F.cross_entropy`` takes for
-    targets of shape ``(N, T)`` -- so :func:`normlib.train.fit` trains it on a
-    :class:`normlib.data.TextDataset` unchanged. :meth:`generate` samples one sequence,
+    targets of shape ``(N, T)`` -- so :func:`normlib.lab.train.fit` trains it on a
+    :class:`normlib.lab.data.TextDataset` unchanged. :meth:`generate` samples one sequence,
     one character at a time (a batch of one).
     """
 

@@ -1,8 +1,8 @@
 """Measurements of a network in training, for the experiments on *why* normalization helps.
 
 Every function here leaves the model exactly as it found it (parameters, buffers, ``.grad``,
-train/eval flags and torch's random state are restored by :func:`normlib.train.sandbox`),
-so it can run as a probe inside :func:`normlib.train.fit` without changing the training run.
+train/eval flags and torch's random state are restored by :func:`normlib.lab.train.sandbox`),
+so it can run as a probe inside :func:`normlib.lab.train.fit` without changing the training run.
 They run the model in whatever mode it is in (during ``fit`` that is training mode, so
 BatchNorm uses batch statistics, as the optimizer sees it), and compute gradients even when
 called under ``torch.no_grad()`` (as ``fit`` calls its probes).
@@ -108,7 +108,7 @@ def layer_input_shift(
 
 def weight_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """The Linear and Conv layers of ``model`` by name, in the order they were registered
-    (the forward order for :func:`normlib.models.mlp` and :func:`normlib.models.cnn`)."""
+    (the forward order for :func:`normlib.lab.models.mlp` and :func:`normlib.lab.models.cnn`)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, _WEIGHT_LAYERS)}
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .functional import normalize
+from ..functional import normalize
 
 __all__ = ["INVARIANCE_METHODS", "TRANSFORMATIONS", "BA2016_TABLE", "normalized_summed_inputs", "invariance_table"]
 

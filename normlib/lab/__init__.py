@@ -1,0 +1,19 @@
+"""The course's lab: the code its chapters and exercises run, on top of the layer library.
+
+Installed with the ``lab`` extra (``pip install "normlib[lab]"``), which brings matplotlib,
+ipywidgets, scikit-learn, mnist1d, scikit-image and tqdm. A chapter imports it in one line::
+
+    from normlib.lab import data, models, train, viz
+
+* :mod:`~normlib.lab.data` -- offline data sets (digits, mnist1d, sample images, synthetic ones);
+* :mod:`~normlib.lab.train` -- the training loop, evaluation and capture of activations;
+* :mod:`~normlib.lab.models` -- small MLPs, CNNs, a tiny ResNet, a character LSTM;
+* :mod:`~normlib.lab.transformer` -- a tiny Transformer for the post-LN/pre-LN comparison;
+* :mod:`~normlib.lab.probes` -- measurements of internal covariate shift and smoothness;
+* :mod:`~normlib.lab.invariance` -- the invariance table of Ba et al. (2016);
+* :mod:`~normlib.lab.style` -- channel statistics as style, AdaIN on pixels and features;
+* :mod:`~normlib.lab.viz` -- the book's figures, colours and sliders;
+* :mod:`~normlib.lab.exercises` -- the graded exercises' grader start-up.
+
+The layer library (:mod:`normlib`) never imports this package.
+"""
