@@ -159,6 +159,36 @@ def test_batches_rejects_bad_sizes():
         next(data.batches(x[:3], y, 2))
 
 
+def test_non_iid_batches_hold_few_classes_and_each_sample_once():
+    y = torch.arange(10).repeat_interleave(20)  # 10 classes of 20 samples
+    x = torch.arange(200.0)[:, None]
+    epoch = list(data.non_iid_batches(x, y, 8, generator=torch.Generator().manual_seed(0)))
+    # chunks of 4: 5 per class, 50 in all, 25 batches (the classes run out together)
+    assert len(epoch) == 25
+    for bx, by in epoch:
+        assert len(by) == 8 and len(set(by.tolist())) == 2
+        assert sorted(torch.bincount(by).tolist())[-2:] == [4, 4]  # 4 of each class
+        assert torch.equal(y[bx[:, 0].long()], by)  # x and y stay paired
+    seen = torch.cat([b[0][:, 0] for b in epoch]).long()
+    assert len(set(seen.tolist())) == 200
+    again = list(data.non_iid_batches(x, y, 8, generator=torch.Generator().manual_seed(0)))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(epoch, again))
+    other = list(data.non_iid_batches(x, y, 8, generator=torch.Generator().manual_seed(1)))
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(epoch, other))
+    three = list(data.non_iid_batches(x, y, 9, classes_per_batch=3))
+    assert all(len(set(by.tolist())) == 3 for _, by in three)
+
+
+def test_non_iid_batches_validate():
+    x, y = torch.zeros(12, 1), torch.tensor([0] * 6 + [1] * 6)
+    with pytest.raises(ValueError, match="multiple of classes_per_batch"):
+        next(data.non_iid_batches(x, y, 5))
+    with pytest.raises(ValueError, match="fewer than 2 classes"):
+        next(data.non_iid_batches(x, y, 14))
+    with pytest.raises(ValueError, match="11 samples but y has 12"):
+        next(data.non_iid_batches(x[:11], y, 4))
+
+
 # --------------------------------------------------------------------------- text (chapter 6)
 
 

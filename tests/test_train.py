@@ -39,6 +39,26 @@ def test_epochs_and_epoch_loss(digits):
     assert hist.epoch_loss[0] == pytest.approx(sum(hist.train_loss[:per_epoch]) / per_epoch)
 
 
+def test_fit_with_a_sampler(digits):
+    calls = []
+
+    def sampler(x, y, batch_size, generator=None):
+        calls.append(batch_size)
+        return data.non_iid_batches(x, y, batch_size, generator=generator)
+
+    hist = train.fit(_net(), digits, steps=50, batch_size=32, sampler=sampler, progress=False)
+    assert len(hist.train_loss) == 50 and calls == [32, 32]  # an epoch has 40 batches here
+    assert len(hist.epoch_loss) == 1
+    per_epoch = len(list(data.non_iid_batches(digits.x_train, digits.y_train, 32)))
+    assert hist.epoch_loss[0] == pytest.approx(sum(hist.train_loss[:per_epoch]) / per_epoch)
+    same = train.fit(_net(), digits, steps=50, batch_size=32, sampler=sampler, progress=False)
+    assert same.train_loss == hist.train_loss
+    iid = train.fit(_net(), digits, steps=50, batch_size=32, progress=False)
+    assert iid.train_loss != hist.train_loss
+    with pytest.raises(ValueError, match="no batch"):
+        train.fit(_net(), digits, steps=5, batch_size=32, sampler=lambda *a, **k: iter(()), progress=False)
+
+
 def test_seeded_runs_are_identical_and_seeds_differ(digits):
     kwargs = dict(steps=30, batch_size=16, lr=0.1, eval_every=10, progress=False)
     a = train.run(lambda: models.mlp(64, 10, hidden=(16,), norm="bn"), digits, seed=5, **kwargs)

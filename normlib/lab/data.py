@@ -14,6 +14,7 @@ that names the package to install.
 * :func:`shapes` -- procedural grey images of four shapes with random position, size,
   brightness and contrast.
 * :func:`batches` -- shuffled mini-batches of two tensors, reproducible with a generator.
+* :func:`non_iid_batches` -- mini-batches that each hold only a few classes (not i.i.d.).
 * :func:`characters` -- next-character prediction on Python's own help text (which ships
   with Python), as a :class:`TextDataset` of integer character ids.
 * :func:`exposure_task` -- the images of another dataset at a few contrast levels; the label
@@ -40,6 +41,7 @@ __all__ = [
     "shapes",
     "SHAPE_CLASSES",
     "batches",
+    "non_iid_batches",
     "TextDataset",
     "python_docs_text",
     "characters",
@@ -319,6 +321,52 @@ def batches(
     stop = count - count % batch_size if drop_last else count
     for start in range(0, stop, batch_size):
         index = order[start : start + batch_size]
+        yield x[index], y[index]
+
+
+def non_iid_batches(
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    classes_per_batch: int = 2,
+    generator: Optional[torch.Generator] = None,
+) -> Iterator[Tuple[Tensor, Tensor]]:
+    """Mini-batches of ``batch_size`` samples drawn from only ``classes_per_batch`` classes.
+
+    The samples of each class are shuffled and cut into chunks of ``batch_size //
+    classes_per_batch``; every batch takes one chunk from each of ``classes_per_batch``
+    distinct classes, chosen at random with weights proportional to their chunks left, so
+    that the classes run out together. An epoch ends when fewer than ``classes_per_batch``
+    classes have a chunk left; no sample appears twice in an epoch, and the few left over
+    are skipped. Same call as :func:`batches` (``generator``: a CPU ``torch.Generator``), so
+    it can replace it, e.g. ``train.fit(..., sampler=data.non_iid_batches)``.
+
+    Batch Renormalization (Ioffe 2017) was tested with such batches: BatchNorm's batch
+    statistics are then biased estimates of the population's.
+    """
+    if classes_per_batch < 1 or batch_size % classes_per_batch:
+        raise ValueError(
+            f"batch_size ({batch_size}) must be a positive multiple of classes_per_batch ({classes_per_batch})"
+        )
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    chunk = batch_size // classes_per_batch
+    labels = y.cpu()
+    stacks = []  # per class: its shuffled chunks of indices
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        usable = len(members) - len(members) % chunk
+        stacks.append(list(members[:usable].split(chunk)) if usable else [])
+    if sum(1 for stack in stacks if stack) < classes_per_batch:
+        raise ValueError(f"fewer than {classes_per_batch} classes have {chunk} samples for a batch")
+    while True:
+        left = torch.tensor([len(stack) for stack in stacks], dtype=torch.float64)
+        if int((left > 0).sum()) < classes_per_batch:
+            return
+        chosen = torch.multinomial(left, classes_per_batch, replacement=False, generator=generator)
+        index = torch.cat([stacks[int(c)].pop() for c in chosen]).to(x.device)
         yield x[index], y[index]
 
 

@@ -292,6 +292,7 @@ def fit(
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     progress: Optional[bool] = None,
     desc: Optional[str] = None,
+    sampler: Optional[Callable[..., Iterable]] = None,
 ) -> History:
     """Train ``model`` on ``data`` with mini-batches and return its :class:`History`.
 
@@ -309,6 +310,13 @@ def fit(
     ``optimizer``: ``"sgd"`` (with ``momentum``, ``weight_decay``), ``"adam"``, or a callable
     ``params -> torch.optim.Optimizer``. If a loss is not finite, training stops and the
     history says ``diverged`` (at which step); no exception is raised.
+
+    ``sampler`` replaces :func:`normlib.lab.data.batches` as the source of the mini-batches:
+    a function called as ``sampler(x_train, y_train, batch_size, generator=...)`` for every
+    epoch, returning an iterable of ``(x, y)`` batches (e.g.
+    :func:`normlib.lab.data.non_iid_batches`). ``epochs=`` still counts
+    ``len(x_train) // batch_size`` updates as an epoch; ``epoch_loss`` records the sampler's
+    own epochs.
     """
     if (steps is None) == (epochs is None):
         raise ValueError("fit: give exactly one of steps= and epochs=")
@@ -364,8 +372,8 @@ def fit(
     step = 0
     with tqdm(total=total, desc=desc, disable=not progress_enabled(progress), leave=True) as bar:
         while step < total and not history.diverged:
-            epoch_losses = []
-            for xb, yb in batches(data.x_train, data.y_train, batch_size, generator=generator):
+            epoch_losses, completed = [], False
+            for xb, yb in (sampler or batches)(data.x_train, data.y_train, batch_size, generator=generator):
                 loss = loss_fn(model(xb), yb)
                 if not torch.isfinite(loss):
                     history.diverged, history.diverged_at = True, step
@@ -382,8 +390,12 @@ def fit(
                 bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}", test_acc=f"{accuracy:.3f}", refresh=False)
                 if step == total:
                     break
-            if len(epoch_losses) == steps_per_epoch:
-                history.epoch_loss.append(sum(epoch_losses) / steps_per_epoch)
+            else:
+                completed = True
+            if not epoch_losses and not history.diverged:
+                raise ValueError("fit: the sampler gave no batch for an epoch")
+            if completed or (sampler is None and len(epoch_losses) == steps_per_epoch):
+                history.epoch_loss.append(sum(epoch_losses) / len(epoch_losses))
         if history.diverged:
             bar.set_postfix_str(f"diverged at step {history.diverged_at}")
     history.seconds = time.perf_counter() - start_time
