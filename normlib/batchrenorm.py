@@ -37,6 +37,20 @@ from .batchnorm import _expect_rank, _NormBase
 __all__ = ["BatchRenorm1d", "BatchRenorm2d", "batch_renorm", "renorm_correction"]
 
 
+def _check_batch_renorm(input, tensors, eps, r_max, d_max) -> None:
+    """batch_norm's checks in training, and the limits: r_max >= 1 and d_max >= 0."""
+    running_mean, running_var, weight, bias = tensors
+    if r_max < 1.0 or d_max < 0.0:
+        raise ValueError(f"batch_renorm: expected r_max >= 1 and d_max >= 0, got r_max={r_max}, d_max={d_max}")
+    F._check_floating(input, "batch_renorm")
+    if input.dim() < 2:
+        raise ValueError(f"batch_renorm: expected an input of shape (N, C, *), got {input.dim()}D input")
+    F._check_batch_norm_eps(input, True, eps)
+    F._check_channel_vectors(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+
+
+# The two functions below are what a chapter shows (viz.show_source): keep
+# their lines within 79 characters, the width of a code box in the book.
 @torch.no_grad()
 def renorm_correction(
     batch_mean: Tensor,
@@ -47,12 +61,15 @@ def renorm_correction(
     r_max: float,
     d_max: float,
 ) -> Tuple[Tensor, Tensor]:
-    """Batch renormalization's ``(r, d)``: from the batch's normalization to the running one.
+    """Batch renormalization's ``(r, d)``: from the batch's normalization to
+    the running one.
 
-    r = clip(sigma_B / sigma, 1 / r_max, r_max) and d = clip((mu_B - running_mean) / sigma,
-    -d_max, d_max), with sigma_B = sqrt(batch_var + eps), sigma = sqrt(running_var + eps).
-    All tensors broadcast against each other; the result is in the batch statistics' dtype
-    (float32 for half-precision inputs) and carries no gradient.
+    r = clip(sigma_B / sigma, 1 / r_max, r_max) and
+    d = clip((mu_B - running_mean) / sigma, -d_max, d_max), with
+    sigma_B = sqrt(batch_var + eps) and sigma = sqrt(running_var + eps).
+    All four tensors broadcast against each other. The result is in the batch
+    statistics' dtype (float32 for half-precision inputs) and carries no
+    gradient: r and d are constants for the backward pass.
     """
     running_mean = running_mean.to(batch_mean.dtype)
     running_std = torch.sqrt(running_var.to(batch_var.dtype) + eps)
@@ -73,41 +90,53 @@ def batch_renorm(
     r_max: float = 3.0,
     d_max: float = 5.0,
 ) -> Tensor:
-    """Batch renormalization of a channels-first input ``(N, C, *)`` (Ioffe, 2017).
+    """Batch renormalization of a channels-first input (N, C, *) (Ioffe, 2017).
 
-    The arguments are those of :func:`normlib.functional.batch_norm` plus ``r_max`` and
-    ``d_max``; the running statistics are required (the correction needs them). In training
-    the batch's statistics normalize the input, corrected by :func:`renorm_correction`, and
-    the running statistics are then updated in place as BatchNorm updates them (PyTorch's
-    momentum convention, unbiased variance). Otherwise this is BatchNorm's inference:
+    The arguments of :func:`normlib.functional.batch_norm`, plus ``r_max``
+    and ``d_max``; the running statistics are required (the correction
+    needs them). In training the batch's statistics normalize the input,
+    corrected by :func:`renorm_correction`; then the running statistics are
+    updated in place as BatchNorm updates them (PyTorch's momentum
+    convention, unbiased variance). Otherwise this is BatchNorm's inference,
     ``batch_norm(..., training=False)``.
     """
     if running_mean is None or running_var is None:
-        raise RuntimeError("batch_renorm needs running_mean and running_var (its correction uses them)")
-    if not training:
-        return F.batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
-    if r_max < 1.0 or d_max < 0.0:
-        raise ValueError(f"batch_renorm: expected r_max >= 1 and d_max >= 0, got r_max={r_max}, d_max={d_max}")
-    F._check_floating(input, "batch_renorm")
-    if input.dim() < 2:
-        raise ValueError(f"batch_renorm: expected an input of shape (N, C, *), got {input.dim()}D input")
-    F._check_batch_norm_eps(input, True, eps)
-    F._check_channel_vectors(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
-
-    shape = F._channel_shape(input)
-    x = input.to(F._compute_dtype(input.dtype))  # half precision: statistics, r and d in float32
+        raise RuntimeError("batch_renorm needs running_mean and running_var")
+    tensors = (running_mean, running_var, weight, bias)  # batch_norm's order
+    if not training:  # BatchNorm's inference
+        return F.batch_norm(input, *tensors, training=False, eps=eps)
+    _check_batch_renorm(input, tensors, eps, r_max, d_max)
+    shape = F._channel_shape(input)  # (1, C, 1, ...)
+    # Half precision: statistics, r, d and x_hat in float32.
+    x = input.to(F._compute_dtype(input.dtype))
     # Steps 1-3 of the recipe with the batch's statistics: BatchNorm's x_hat.
-    x_hat, batch_mean, batch_var = F.normalize(x, F.norm_dims("bn", x.dim()), eps)
-    # Batch renormalization's step: towards the running statistics, r and d held constant.
+    dims = F.norm_dims("bn", x.dim())
+    x_hat, batch_mean, batch_var = F.normalize(x, dims, eps)
+    # Batch renormalization's step: towards the running statistics, with
+    # r and d held constant.
     r, d = renorm_correction(
-        batch_mean, batch_var, running_mean.reshape(shape), running_var.reshape(shape), eps, r_max, d_max
+        batch_mean,
+        batch_var,
+        running_mean.reshape(shape),
+        running_var.reshape(shape),
+        eps,
+        r_max,
+        d_max,
     )
     x_hat = x_hat * r + d
-    y = F._scale_shift(x_hat, F._reshape(weight, shape), F._reshape(bias, shape))  # step 4
-    if input.numel() > 0:  # after r and d: this step is corrected towards the statistics before it
-        values_per_stat = input.numel() // input.shape[1]
+    # Step 4: scale and shift.
+    gamma, beta = F._reshape(weight, shape), F._reshape(bias, shape)
+    y = F._scale_shift(x_hat, gamma, beta)
+    # Then, as BatchNorm, update the running statistics (an empty batch has
+    # none). r and d used the ones before this step.
+    if input.numel() > 0:
         F._update_running_stats(
-            running_mean, running_var, batch_mean.flatten(), batch_var.flatten(), values_per_stat, momentum
+            running_mean,
+            running_var,
+            batch_mean.flatten(),
+            batch_var.flatten(),
+            input.numel() // input.shape[1],  # values per statistic
+            momentum,
         )
     return y.to(input.dtype)
 

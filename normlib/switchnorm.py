@@ -48,27 +48,48 @@ SWITCH_NAMES = ("in", "ln", "bn")
 Moments = Tuple[Tensor, Tensor]
 
 
-def switch_moments(x: Tensor) -> Tuple[Moments, Moments, Moments]:
-    """IN's, LN's and BN's ``(mean, biased var)`` of a channels-first ``x`` (N, C, *).
+def _check_switch_norm(input, mean_weights, var_weights, tensors, training) -> None:
+    running_mean, running_var, weight, bias = tensors
+    F._check_floating(input, "switch_norm")
+    if input.dim() < 2:
+        raise ValueError(f"switch_norm: expected an input of shape (N, C, *), got {input.dim()}D input")
+    for name, w in (("mean_weights", mean_weights), ("var_weights", var_weights)):
+        if w.shape != (3,):
+            raise ValueError(f"switch_norm: {name} must hold 3 weights (IN, LN, BN), got shape {tuple(w.shape)}")
+    if training:  # BN's batch statistics: BatchNorm's check
+        F._verify_batch_size(input.size())
+    elif running_mean is None or running_var is None:
+        raise RuntimeError("switch_norm: running_mean and running_var must be defined when not training")
+    F._check_channel_vectors(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
 
-    Returns ``((mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn))``, each keeping the
-    reduced dims: shapes (N, C, 1, ...), (N, 1, 1, ...) and (1, C, 1, ...), so they broadcast
-    against ``x``. LN's and BN's come from IN's by the law of total variance (module
-    docstring). An (N, C) input has one value per instance: IN's mean is that value and its
-    variance 0. Computed in float32 for half-precision inputs.
+
+# The two functions below are what a chapter shows (viz.show_source): keep
+# their lines within 79 characters, the width of a code box in the book.
+def switch_moments(x: Tensor) -> Tuple[Moments, Moments, Moments]:
+    """IN's, LN's and BN's ``(mean, biased var)`` of a channels-first ``x``.
+
+    Returns ``((mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn))``,
+    keeping the reduced dims: shapes (N, C, 1, ...), (N, 1, 1, ...) and
+    (1, C, 1, ...), so they broadcast against ``x``. LN's and BN's come from
+    IN's by the law of total variance (see the module's docstring). An (N, C)
+    input has one value per instance: IN's mean is that value, its variance
+    0. Computed in float32 for half-precision inputs.
     """
     if x.dim() < 2:
-        raise ValueError(f"switch_moments: expected an input of shape (N, C, *), got {x.dim()}D input")
-    if x.dim() > 2:
+        got = f"got {x.dim()}D input"
+        raise ValueError(f"switch_moments: expected (N, C, *) input, {got}")
+    if x.dim() > 2:  # IN: per sample and channel, over the spatial dims
         _, mean_in, var_in = F._moments(x, F.norm_dims("in", x.dim()))
     else:
         mean_in = x.to(F._compute_dtype(x.dtype))
         var_in = torch.zeros_like(mean_in)
 
     def combine(dim: int) -> Moments:
+        """Average IN's statistics over ``dim``: over C for LN, N for BN."""
         mean = mean_in.mean(dim, keepdim=True)
-        var = var_in.mean(dim, keepdim=True) + (mean_in - mean).square().mean(dim, keepdim=True)
-        return mean, var
+        # mean of the variances + variance of the means: no cancellation
+        between = (mean_in - mean).square().mean(dim, keepdim=True)
+        return mean, var_in.mean(dim, keepdim=True) + between
 
     return (mean_in, var_in), combine(1), combine(0)
 
@@ -85,46 +106,42 @@ def switch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Tensor:
-    """Switchable normalization of ``input`` (N, C, *) with explicit mixing weights.
+    """Switchable normalization of ``input`` (N, C, *) with explicit mixing
+    weights.
 
-    ``mean_weights`` and ``var_weights`` hold three weights each, for IN's, LN's and BN's
-    statistics in that order (:data:`SWITCH_NAMES`); the layers pass the softmax of their
-    logits, and ``[1, 0, 0]`` gives InstanceNorm exactly. ``weight`` and ``bias`` (gamma and
-    beta) are per channel. BN's statistics follow :func:`normlib.functional.batch_norm`:
-    with ``training`` the batch's, and the running statistics, if given, are updated in
-    place (PyTorch's momentum convention, unbiased variance); otherwise the running ones.
-    IN's and LN's statistics always come from ``input``.
+    ``mean_weights`` and ``var_weights`` hold three weights each, for IN's,
+    LN's and BN's statistics in that order (:data:`SWITCH_NAMES`); the layers
+    pass the softmax of their logits, and ``[1, 0, 0]`` gives InstanceNorm
+    exactly. ``weight`` and ``bias`` (gamma, beta) are per channel. BN's
+    statistics follow :func:`normlib.functional.batch_norm`: with
+    ``training`` the batch's, and the running statistics, if given, are
+    updated in place (PyTorch's momentum convention, unbiased variance);
+    otherwise the running ones. IN's and LN's always come from ``input``.
     """
-    F._check_floating(input, "switch_norm")
-    if input.dim() < 2:
-        raise ValueError(f"switch_norm: expected an input of shape (N, C, *), got {input.dim()}D input")
-    for name, w in (("mean_weights", mean_weights), ("var_weights", var_weights)):
-        if w.shape != (3,):
-            raise ValueError(f"switch_norm: {name} must hold 3 weights (IN, LN, BN), got shape {tuple(w.shape)}")
-    if training:
-        F._verify_batch_size(input.size())
-    F._check_channel_vectors(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
-
-    shape = F._channel_shape(input)
-    x = input.to(F._compute_dtype(input.dtype))  # half precision: everything below in float32
+    tensors = (running_mean, running_var, weight, bias)
+    _check_switch_norm(input, mean_weights, var_weights, tensors, training)
+    shape = F._channel_shape(input)  # (1, C, 1, ...)
+    # Half precision: everything below in float32.
+    x = input.to(F._compute_dtype(input.dtype))
     (mean_in, var_in), (mean_ln, var_ln), (mean_bn, var_bn) = switch_moments(x)
-    if training:
-        if running_mean is not None and input.numel() > 0:
-            values_per_stat = input.numel() // input.shape[1]
-            F._update_running_stats(
-                running_mean, running_var, mean_bn.flatten(), var_bn.flatten(), values_per_stat, momentum
-            )
-    elif running_mean is None or running_var is None:
-        raise RuntimeError("switch_norm: running_mean and running_var must be defined when not training")
-    else:
+    if not training:  # BN's part from the running statistics
         mean_bn = running_mean.reshape(shape).to(x.dtype)
         var_bn = running_var.reshape(shape).to(x.dtype)
-
+    elif running_mean is not None and input.numel() > 0:
+        F._update_running_stats(
+            running_mean,
+            running_var,
+            mean_bn.flatten(),
+            var_bn.flatten(),
+            input.numel() // input.shape[1],  # values per statistic
+            momentum,
+        )
     wm, wv = mean_weights.to(x.dtype), var_weights.to(x.dtype)
     mean = wm[0] * mean_in + wm[1] * mean_ln + wm[2] * mean_bn
     var = wv[0] * var_in + wv[1] * var_ln + wv[2] * var_bn
-    y = F._standardize(x, mean, var, eps)  # step 3 with the mixed statistics
-    y = F._scale_shift(y, F._reshape(weight, shape), F._reshape(bias, shape))  # step 4
+    y = F._standardize(x, mean, var, eps)  # step 3, the mixed statistics
+    gamma, beta = F._reshape(weight, shape), F._reshape(bias, shape)
+    y = F._scale_shift(y, gamma, beta)  # step 4
     return y.to(input.dtype)
 
 
