@@ -278,6 +278,7 @@ def test_toc_title_check_can_fail():
     assert appendix_title_problems([("appendices/glossary", "A. Glossary", "Glossary")]) == []
     assert appendix_title_problems([("appendices/glossary", "Glossary", "Glossary")])  # no letter
     assert appendix_title_problems([("appendices/api", "B. API", "API")])  # the first is A
+    assert page_heading(ROOT / "appendices" / "api.rst") == "The normlib API reference"
 
     assert toc_title_problems("chapters/11_speed", "11. Speed", "Speed") == []
     assert toc_title_problems("chapters/11_speed", "9. Speed", "Speed")  # automatic numbering's count
