@@ -6,6 +6,8 @@
 #                   report
 #   make zip        an offline copy of the built HTML: _build/normalization-course-html.zip
 #   make format     apply ruff's formatting and safe fixes (make lint only checks)
+#   make results    run the chapters that chapter 10 reads and store their numbers with normlib
+#                   (normlib/lab/results_stored/: chapter 10's fallback outside a checkout)
 #   make clean      remove build outputs (keeps the venv; `make distclean` removes it too)
 #   make exercises / make grade   graded exercises (see the section at the end)
 #
@@ -16,6 +18,11 @@
 # jupyter-cache (_build/.jupyter_cache, `execute_notebooks: cache` in _config.yml), so the strict
 # build renders them instead of executing again. `make book` empties that cache first, so it
 # executes every notebook itself.
+#
+# Chapters record the numbers chapter 10 quotes (normlib.lab.results) in $(RESULTS_DIR), which
+# both targets empty first. Chapter 10 reads them, so it runs after them: `make book` executes
+# notebooks in the order of their paths (Sphinx reads documents sorted by name), and
+# test-notebooks runs the notebooks of course_notebooks.py's LAST in a second nbval run.
 
 SHELL := bash
 .SHELLFLAGS := -eo pipefail -c
@@ -36,10 +43,14 @@ export NB_THREADS
 # normlib.train's progress bars (tqdm widgets) are off in every notebook executed here, so the
 # built book and the test outputs hold no progress widgets.
 export NORMLIB_PROGRESS := 0
+# Where chapters record their numbers and chapter 10 reads them (normlib.lab.results); with the
+# variable set, chapter 10 shows this run's numbers or fails, never the stored fallback.
+RESULTS_DIR := $(CURDIR)/$(BUILD_DIR)/results
+export NORMLIB_RESULTS_DIR := $(RESULTS_DIR)
 PYTEST := $(VENV)/bin/pytest -p no:cacheprovider
 ZIP := $(BUILD_DIR)/normalization-course-html.zip
 
-.PHONY: book test test-unit test-notebooks test-book test-browser lint format zip clean distclean
+.PHONY: book test test-unit test-notebooks test-book test-browser lint format zip clean distclean results
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +58,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 book: $(STAMP)
-	rm -rf $(BUILD_DIR)/.jupyter_cache
+	rm -rf $(BUILD_DIR)/.jupyter_cache $(RESULTS_DIR)
 	$(VENV)/bin/jupyter-book build $(JB_FLAGS) .
 	@echo "Book built: file://$(CURDIR)/$(BUILD_DIR)/html/index.html"
 
@@ -76,13 +87,32 @@ test-unit: $(STAMP)
 
 # The one execution of every listed notebook (see the top of this file): nbval, one kernel per
 # notebook, NB_WORKERS notebooks at a time (--dist loadfile keeps a notebook's cells together).
-# A fresh cache holds exactly this run's outputs.
+# A fresh cache holds exactly this run's outputs. Two nbval runs, the second adding to the first's
+# cache and times: the notebooks that read the others' results (LAST in course_notebooks.py:
+# chapter 10) run after all the others, also when one of those failed (it then says which).
 test-notebooks: $(STAMP)
-	rm -rf $(BUILD_DIR)/.jupyter_cache $(BUILD_DIR)/notebook-times
-	@notebooks="$$($(VENV)/bin/python scripts/course_notebooks.py --paths)"; \
-	if [ -z "$$notebooks" ]; then echo "No course notebooks (scripts/course_notebooks.py)"; exit 0; fi; \
-	echo "nbval: $$(echo $$notebooks | wc -w) notebook(s), each in a fresh environment"; \
-	$(PYTEST) -q --nbval-lax -p nbval_course -n $(NB_WORKERS) --dist loadfile $$notebooks
+	rm -rf $(BUILD_DIR)/.jupyter_cache $(BUILD_DIR)/notebook-times $(RESULTS_DIR)
+	@first="$$($(VENV)/bin/python scripts/course_notebooks.py --paths --first)"; \
+	last="$$($(VENV)/bin/python scripts/course_notebooks.py --paths --last)"; \
+	if [ -z "$$first$$last" ]; then echo "No course notebooks (scripts/course_notebooks.py)"; exit 0; fi; \
+	status=0; \
+	if [ -n "$$first" ]; then \
+	  echo "nbval: $$(echo $$first | wc -w) notebook(s), each in a fresh environment"; \
+	  $(PYTEST) -q --nbval-lax -p nbval_course -n $(NB_WORKERS) --dist loadfile $$first || status=$$?; \
+	fi; \
+	if [ -n "$$last" ]; then \
+	  echo "nbval, after them: $$(echo $$last | wc -w) notebook(s) that read their results"; \
+	  $(PYTEST) -q --nbval-lax -p nbval_course -n $(NB_WORKERS) --dist loadfile $$last || status=$$?; \
+	fi; \
+	exit $$status
+
+# The stored run that chapter 10 falls back to outside a checkout: runs the chapters it reads
+# (nbval, as test-notebooks) and copies their results into normlib/lab/results_stored/.
+results: $(STAMP)
+	rm -rf $(RESULTS_DIR)
+	$(PYTEST) -q --nbval-lax -p nbval_course -n $(NB_WORKERS) --dist loadfile \
+	  $$($(VENV)/bin/python -c "from normlib.lab.results import GUIDE_CHAPTERS as c; print(' '.join(f'chapters/{n}.ipynb' for n in c))")
+	$(VENV)/bin/python -m normlib.lab.results --store
 
 # The strict build from the cache that test-notebooks filled; a notebook missing from it (not
 # listed in scripts/course_notebooks.py) is executed here, and the report names it.

@@ -30,6 +30,7 @@ import torch
 from . import functional, recurrent, reference
 from ._moved import install as _install_moved_modules
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .batchrenorm import BatchRenorm1d, BatchRenorm2d
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .convert import convert, to_torch
 from .factory import NORM_NAMES, default_num_groups, make_norm
@@ -37,6 +38,7 @@ from .ibn import IBNorm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
 from .runtime import device, seed
+from .switchnorm import SwitchNorm1d, SwitchNorm2d
 from .weight_norm import weight_norm
 
 __version__ = "0.1.0"
@@ -52,6 +54,10 @@ __all__ = [
     "GroupNorm",
     "RMSNorm",
     "IBNorm",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
+    "SwitchNorm1d",
+    "SwitchNorm2d",
     "weight_norm",
     "convert",
     "to_torch",

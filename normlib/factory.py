@@ -11,16 +11,21 @@ from typing import Optional
 from torch import nn
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .batchrenorm import BatchRenorm1d, BatchRenorm2d
 from .ibn import IBNorm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
+from .switchnorm import SwitchNorm1d, SwitchNorm2d
 
 __all__ = ["make_norm", "NORM_NAMES", "default_num_groups"]
 
 #: The names :func:`make_norm` accepts.
-NORM_NAMES = ("bn", "ln", "in", "gn", "ibn", "rms", "none")
+NORM_NAMES = ("bn", "ln", "in", "gn", "ibn", "rms", "brn", "sn", "none")
 
 _BATCH_NORMS = {0: BatchNorm1d, 1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
 _INSTANCE_NORMS = {1: InstanceNorm1d, 2: InstanceNorm2d, 3: InstanceNorm3d}
+# Batch renormalization and switchable normalization exist for (N, C), (N, C, L), (N, C, H, W).
+_RENORMS = {0: BatchRenorm1d, 1: BatchRenorm1d, 2: BatchRenorm2d}
+_SWITCH_NORMS = {0: SwitchNorm1d, 1: SwitchNorm1d, 2: SwitchNorm2d}
 
 
 def default_num_groups(num_channels: int, max_groups: int = 32) -> int:
@@ -49,6 +54,9 @@ def make_norm(
     - ``"ibn"``: :class:`IBNorm` on (N, C, H, W) only: InstanceNorm on the first half of
       the channels, BatchNorm on the rest (IBN-Net).
     - ``"rms"``: RMSNorm(C) on (N, C) features only.
+    - ``"brn"``: BatchRenorm1d/2d (batch renormalization, default r_max and d_max);
+      ``"sn"``: SwitchNorm1d/2d (switchable normalization; on (N, C) features a mix of
+      LayerNorm and BatchNorm only). Neither exists for 3 spatial dims.
     - ``"none"``: ``nn.Identity()``.
     """
     key = name.lower()
@@ -75,6 +83,13 @@ def make_norm(
         if spatial_dims != 2:
             raise ValueError("make_norm: 'ibn' (IBNorm) is defined for (N, C, H, W) feature maps only (spatial_dims=2)")
         return IBNorm(num_channels, eps=eps, affine=affine)
+    if key in ("brn", "sn"):
+        table = _RENORMS if key == "brn" else _SWITCH_NORMS
+        if spatial_dims not in table:
+            raise ValueError(
+                f"make_norm: {key!r} is defined for (N, C), (N, C, L) and (N, C, H, W) input (spatial_dims 0-2)"
+            )
+        return table[spatial_dims](num_channels, eps=eps, affine=affine)
     if spatial_dims != 0:
         raise ValueError("make_norm: 'rms' normalizes the last dim and is supported for (N, C) features only")
     return RMSNorm(num_channels, eps=eps, elementwise_affine=affine)

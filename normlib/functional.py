@@ -408,64 +408,60 @@ def _fused_backward(
     A, B, K, S = view.shape
     dtype = _compute_dtype(x.dtype)
     m = K * S * (A if view.over_batch else 1)
-    xv = x.reshape(view.shape)
-    dyv = dy.reshape(view.shape).to(dtype)
     inv_std = torch.rsqrt(var + eps)
-    w = None if weight is None else weight.reshape(view.affine_shape).to(dtype)
     grad_weight = grad_bias = None
-    if view.per_element:
+    if view.per_element:  # rows of S values, one statistic per row: work on (rows, S) matrices
+        xv, dyv = x.reshape(-1, S), dy.reshape(-1, S).to(dtype)
+        inv_std, mean = inv_std.reshape(-1, 1), mean.reshape(-1, 1)
+        w = None if weight is None else weight.reshape(S).to(dtype)
         # The one buffer: first dy * (x - mean), summed into the statistics below; then dx.
         buffer = xv - mean if center else xv.to(dtype, copy=True)
         buffer.mul_(dyv)
-        rows = buffer.reshape(-1, S)
         if needs_weight and w is not None:  # sum over rows of dy * x_hat, as a vector-matrix product
-            grad_weight = (inv_std.expand(A, B, K, 1).reshape(1, -1) @ rows).reshape(view.affine_shape)
-        # per statistic: sum(g * (x - mean)) and sum(g)
-        dot = (rows @ w.reshape(S) if w is not None else rows.sum(1)).reshape(A, B, K).sum(2)
+            grad_weight = inv_std.reshape(1, -1) @ buffer
+        dot = (buffer @ w if w is not None else buffer.sum(1)).unsqueeze(1)  # sum(g * (x - mean))
         if needs_bias:
-            grad_bias = dyv.reshape(-1, S).sum(0).reshape(view.affine_shape)
+            grad_bias = dyv.sum(0)
         g = torch.mul(dyv, w, out=buffer) if w is not None else buffer.copy_(dyv)
-        g_sum = g.reshape(A, B, -1).sum(2)
+        g_sum = g.sum(1, keepdim=True)
         g.mul_(inv_std)  # the buffer now holds g / std
-        dot, g_sum = dot.reshape(inv_std.shape), g_sum.reshape(inv_std.shape)
         # dx = g/std + k * x + c, assembled from x itself (one pass fewer), as PyTorch's CPU
         # LayerNorm kernel does: x * k and mean * k round like x itself does in its dtype, an
         # error of about u * |mean| / std with u the unit roundoff. The variance is another
         # matter: from E[x^2] - E[x]^2 its error would grow like u * (mean / std)^2 (Chapter 11).
-        k = -inv_std.pow(3) * dot / m
+        k = dot.mul_(inv_std.pow(3)).mul_(-1.0 / m)
         g.addcmul_(xv.to(dtype), k)
         if center:
-            g.add_(-k * mean - inv_std * g_sum / m)
+            g.sub_(torch.addcmul(g_sum.mul_(inv_std / m), k, mean))
     else:
         # Per channel (BatchNorm, InstanceNorm, GroupNorm): the deviations x - mean stay for
         # dx = k * (x - mean) + dy * gamma / std + c, as in PyTorch's BatchNorm kernel. Built from
         # x itself, dx would lose about u * |mean| / std to cancellation (u the unit roundoff):
         # with few values per statistic far from 0, up to hundreds of times torch's error.
+        xv, dyv = x.reshape(view.shape), dy.reshape(view.shape).to(dtype)
+        w = None if weight is None else weight.reshape(view.affine_shape).to(dtype)
         deviations = xv - mean if center else xv
-        # (A, B, K) sums over S of dy * (x - mean) (BatchNorm: (1, B, K), over A too). The
-        # products only feed the sums: they go through a small scratch buffer, a block of
+        # Sums over S (BatchNorm: over A and S) of dy * (x - mean) and of dy, kept (A or 1, B, K, 1).
+        # The products only feed the sums: they go through a small scratch buffer, a block of
         # samples at a time, that stays in the processor's cache, not a full-size tensor.
         per_channel_dot = _sums_of_products(deviations, dyv, view.over_batch)
-        per_channel_dy = dyv.sum((0, 3)).unsqueeze(0) if view.over_batch else dyv.sum(3)
+        per_channel_dy = dyv.sum((0, 3) if view.over_batch else 3, keepdim=True)
         if needs_weight and w is not None:
-            grad_weight = (per_channel_dot * inv_std.reshape(inv_std.shape[:2] + (1,))).sum(0, keepdim=True)
-            grad_weight = grad_weight.sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
+            grad_weight = (per_channel_dot * inv_std).sum(0, keepdim=True)
+            if grad_weight.shape != view.affine_shape:  # gamma shared along B
+                grad_weight = grad_weight.sum_to_size(view.affine_shape)
         if needs_bias:
-            grad_bias = (
-                per_channel_dy.sum(0, keepdim=True).sum_to_size(view.affine_shape[:3]).reshape(view.affine_shape)
-            )
-        w3 = 1.0 if w is None else w.reshape(view.affine_shape[:3])
-        dot = (per_channel_dot * w3).sum(2)
-        g_sum = (per_channel_dy * w3).sum(2)
-        if view.over_batch:
-            dot, g_sum = dot.sum(0, keepdim=True), g_sum.sum(0, keepdim=True)
-        dot, g_sum = dot.reshape(inv_std.shape), g_sum.reshape(inv_std.shape)
-        k = -inv_std.pow(3) * dot / m
+            grad_bias = per_channel_dy.sum(0, keepdim=True)
+            if grad_bias.shape != view.affine_shape:
+                grad_bias = grad_bias.sum_to_size(view.affine_shape)
+        if w is not None:  # per statistic: sum(g * (x - mean)) and sum(g), g = dy * gamma
+            per_channel_dot, per_channel_dy = per_channel_dot * w, per_channel_dy * w
+        k = per_channel_dot.sum(2, keepdim=True).mul_(inv_std.pow(3)).mul_(-1.0 / m)
         scale = inv_std if w is None else inv_std * w  # gamma / std, per channel
         if center:
             g = deviations.mul_(k)
             g.addcmul_(dyv, scale)
-            g.add_(-inv_std * g_sum / m)
+            g.sub_(per_channel_dy.sum(2, keepdim=True).mul_(inv_std / m))
         else:
             g = torch.mul(dyv, scale)
             g.addcmul_(xv.to(dtype), k)
@@ -480,21 +476,20 @@ _SCRATCH_ELEMENTS = 1 << 18
 
 
 def _sums_of_products(a: Tensor, b: Tensor, over_batch: bool) -> Tensor:
-    """``(a * b).sum(3)`` for (A, B, K, S) tensors (``.sum((0, 3))``, kept as (1, B, K), when
-    ``over_batch``), without a full-size product: blocks of samples share one small buffer."""
+    """``(a * b).sum(3, keepdim=True)`` for (A, B, K, S) tensors (``.sum((0, 3), keepdim=True)``
+    when ``over_batch``), without a full-size product: blocks of samples share one small buffer."""
+    dims = (0, 3) if over_batch else 3
     A = a.shape[0]
-    per_sample = max(1, a[0].numel())
-    step = max(1, _SCRATCH_ELEMENTS // per_sample)
+    step = max(1, _SCRATCH_ELEMENTS // max(1, a.numel() // max(A, 1)))
     if step >= A:
-        product = a * b
-        return product.sum((0, 3)).unsqueeze(0) if over_batch else product.sum(3)
+        return (a * b).sum(dims, keepdim=True)
     scratch = torch.empty((step,) + tuple(a.shape[1:]), dtype=torch.result_type(a, b), device=a.device)
     sums = []
     for start in range(0, A, step):
         stop = min(start + step, A)
         block = torch.mul(a[start:stop], b[start:stop], out=scratch[: stop - start])
-        sums.append(block.sum((0, 3)).unsqueeze(0) if over_batch else block.sum(3))
-    return torch.stack(sums).sum(0) if over_batch else torch.cat(sums)
+        sums.append(block.sum(dims, keepdim=True))
+    return torch.cat(sums).sum(0, keepdim=True) if over_batch else torch.cat(sums)
 
 
 def _plain_backward(dy: Tensor, x: Tensor, view: _View, weight: Optional[Tensor], eps: float, center: bool):
@@ -797,10 +792,10 @@ def batch_norm(
             # copy, is BatchNorm1d's input; its output, viewed back, is channels-last like torch's.
             to_last = (0,) + tuple(range(2, input.dim())) + (1,)
             rows = input.permute(to_last)
-            y, mean, var = BatchNormFunction.apply(rows.reshape(-1, input.shape[1]), weight, bias, eps)
+            y, mean, var = _apply(BatchNormFunction, rows.reshape(-1, input.shape[1]), weight, bias, eps)
             y = y.reshape(rows.shape).permute(0, input.dim() - 1, *range(1, input.dim() - 1))
         elif _fused_allowed():
-            y, mean, var = BatchNormFunction.apply(input, weight, bias, eps)
+            y, mean, var = _apply(BatchNormFunction, input, weight, bias, eps)
         else:  # torch.compile, torch.func: the readable recipe
             shape = _channel_shape(input)
             y, mean, var = normalize(

@@ -14,7 +14,8 @@ checks (tests/test_repo.py), the browser test and scripts/sync_setup_cells.py.
 
 Work that adds a new kind of notebook (e.g. the graded exercises) extends these patterns here,
 and nowhere else. ``python scripts/course_notebooks.py`` prints the list with each kind
-(``--paths``: the paths alone, which `make test-notebooks` hands to nbval).
+(``--paths``: the paths alone, which `make test-notebooks` hands to nbval; with ``--first`` or
+``--last``, only the notebooks of its first or second nbval run, see ``LAST``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ EXCLUDE = (
     "exercises/source/**",  # otter master notebooks (solutions and hidden tests)
 )
 STUDENT = ("exercises/**",)
+# Notebooks that read what the others record (normlib.lab.results): `make test-notebooks` runs
+# them in a second nbval run, after all the others. (`make book` executes notebooks in the order
+# of their paths, and these sort after the chapters they read; tests/test_results.py checks.)
+LAST = ("chapters/10_*.ipynb",)
 # Master notebooks are not executed as students' notebooks (otter runs them), but their first
 # code cell *becomes* the student notebook's set-up cell, so it has the student form too.
 MASTERS = ("exercises/source/*.ipynb",)
@@ -75,6 +80,21 @@ def course_notebooks(root: Path = ROOT) -> list[Path]:
     for pattern in INCLUDE:
         found.update(p for p in root.glob(pattern) if p.is_file())
     return sorted(p for p in found if is_listed(p, root))
+
+
+def is_last(path: Path | str, root: Path = ROOT) -> bool:
+    """A notebook that runs after all the others (``LAST``)."""
+    return any(_match(relative(path, root), p) for p in LAST)
+
+
+def course_notebooks_first(root: Path = ROOT) -> list[Path]:
+    """The listed notebooks that `make test-notebooks` runs first (all but ``LAST``)."""
+    return [p for p in course_notebooks(root) if not is_last(p, root)]
+
+
+def course_notebooks_last(root: Path = ROOT) -> list[Path]:
+    """The listed notebooks that run after all the others (``LAST``)."""
+    return [p for p in course_notebooks(root) if is_last(p, root)]
 
 
 def master_notebooks(root: Path = ROOT) -> list[Path]:
@@ -196,8 +216,17 @@ def replace_setup_block(source: str, block: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths_only = "--paths" in (sys.argv[1:] if argv is None else argv)  # for the Makefile
-    for path in course_notebooks():
+    args = sys.argv[1:] if argv is None else argv
+    paths_only = "--paths" in args  # for the Makefile
+    # --first / --last: the two nbval runs of `make test-notebooks` (LAST after the others)
+    notebooks = (
+        course_notebooks_first()
+        if "--first" in args
+        else course_notebooks_last()
+        if "--last" in args
+        else course_notebooks()
+    )
+    for path in notebooks:
         print(relative(path) if paths_only else f"{kind(path):8} {relative(path)}")
     return 0
 

@@ -34,6 +34,12 @@ FACTORY = [
     ("rms", 0, normlib.RMSNorm),
     ("none", 2, nn.Identity),
     ("ibn", 2, normlib.IBNorm),
+    ("brn", 0, normlib.BatchRenorm1d),
+    ("brn", 1, normlib.BatchRenorm1d),
+    ("brn", 2, normlib.BatchRenorm2d),
+    ("sn", 0, normlib.SwitchNorm1d),
+    ("sn", 1, normlib.SwitchNorm1d),
+    ("sn", 2, normlib.SwitchNorm2d),
 ]
 
 
@@ -61,7 +67,12 @@ def test_make_norm_details():
     assert normlib.make_norm("in", 8, affine=True).affine is True
     assert normlib.make_norm("bn", 8, affine=False).weight is None
     assert normlib.make_norm("bn", 8, eps=1e-3).eps == 1e-3
-    assert set(normlib.NORM_NAMES) == {"bn", "ln", "in", "gn", "ibn", "rms", "none"}
+    assert set(normlib.NORM_NAMES) == {"bn", "ln", "in", "gn", "ibn", "rms", "brn", "sn", "none"}
+    assert normlib.make_norm("brn", 8, eps=1e-3, affine=False).eps == 1e-3
+    assert normlib.make_norm("sn", 8, affine=False).weight is None
+    for name in ("brn", "sn"):
+        with pytest.raises(ValueError, match="spatial_dims 0-2"):
+            normlib.make_norm(name, 8, spatial_dims=3)
 
 
 def test_make_norm_unknown_name():
@@ -236,8 +247,24 @@ def test_functional_signature_matches_torch(name):
     assert got == ref
 
 
+# Layers without a torch.nn counterpart: their constructors, as the chapters use them.
+OWN_MODULES = {
+    "BatchRenorm1d": ["num_features", "eps", "momentum", "r_max", "d_max", "affine", "device", "dtype"],
+    "BatchRenorm2d": ["num_features", "eps", "momentum", "r_max", "d_max", "affine", "device", "dtype"],
+    "SwitchNorm1d": ["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"],
+    "SwitchNorm2d": ["num_features", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"],
+    "IBNorm": ["num_channels", "ratio", "eps", "momentum", "affine", "track_running_stats", "device", "dtype"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(OWN_MODULES))
+def test_own_layers_are_exported_with_their_signature(name):
+    assert name in normlib.__all__
+    assert list(inspect.signature(getattr(normlib, name).__init__).parameters)[1:] == OWN_MODULES[name]
+
+
 def test_modules_are_nn_modules():
-    for name in MODULE_NAMES:
+    for name in MODULE_NAMES + sorted(OWN_MODULES):
         assert issubclass(getattr(normlib, name), nn.Module)
 
 

@@ -13,7 +13,8 @@ ipywidgets, scikit-learn, mnist1d, scikit-image and tqdm. A chapter imports it i
 * :mod:`~normlib.lab.invariance` -- the invariance table of Ba et al. (2016);
 * :mod:`~normlib.lab.style` -- channel statistics as style, AdaIN on pixels and features;
 * :mod:`~normlib.lab.viz` -- the book's figures, colours and sliders;
-* :mod:`~normlib.lab.exercises` -- the graded exercises' grader start-up.
+* :mod:`~normlib.lab.exercises` -- the graded exercises' grader start-up;
+* :mod:`~normlib.lab.results` -- numbers one chapter records and another reads (chapter 10).
 
 The layer library (:mod:`normlib`) never imports this package.
 """
