@@ -90,7 +90,7 @@ def test_every_public_name_has_an_entry():
     missing = undocumented(public_names(), API_PAGE.read_text(encoding="utf-8"))
     assert not missing, (
         f"public names without an entry in {API_PAGE.relative_to(ROOT)}: {missing}. Add one line to "
-        "the matching group, e.g. `.. autoclass:: normlib.BatchRenorm1d`"
+        "the matching group, e.g. `.. autoclass:: normlib.NewNorm2d`"
     )
 
 
