@@ -90,7 +90,7 @@ def batch_renorm(
     r_max: float = 3.0,
     d_max: float = 5.0,
 ) -> Tensor:
-    """Batch renormalization of a channels-first input (N, C, *) (Ioffe, 2017).
+    """Batch renormalization of a channels-first input ``(N, C, *)`` (Ioffe, 2017).
 
     The arguments of :func:`normlib.functional.batch_norm`, plus ``r_max``
     and ``d_max``; the running statistics are required (the correction

@@ -26,7 +26,7 @@ times, and the printed range is the min-max of the same ratio taken round by rou
 (the first calls of the compiled module) happens before any timing; its time is reported in a
 separate table. Backward passes use ``torch.autograd.grad`` with a fixed random output
 gradient, so no ``.grad`` accumulation is timed. The command first asks glibc's malloc to keep
-freed memory (:func:`keep_freed_memory`; ``--allocator-defaults`` leaves it alone): otherwise
+freed memory (``keep_freed_memory()``; ``--allocator-defaults`` leaves it alone): otherwise
 whether a step's fresh tensors land on new pages, and pay a page fault per 4 KiB, depends on
 the heap's history and turns ratios into a lottery.
 
@@ -80,6 +80,9 @@ class Case:
     shape: tuple
 
 
+#: The layers and input shapes that ``python -m normlib.bench`` times.
+#:
+#: :meta hide-value:
 CASES: List[Case] = [
     Case("BatchNorm2d (train)", "bn", lambda: nn.BatchNorm2d(64), lambda: normlib.BatchNorm2d(64), (32, 64, 28, 28)),
     Case("LayerNorm(512)", "ln", lambda: nn.LayerNorm(512), lambda: normlib.LayerNorm(512), (32, 128, 512)),
@@ -106,11 +109,12 @@ class Traffic(TorchDispatchMode):
     written; a broadcast (expanded) tensor counts by the memory it really occupies; an
     allocation (``torch.empty``) moves nothing. This is the
     traffic the operations ask for, one full pass at a time: caches can make a pass cheaper,
-    and a kernel may read its input more than once internally.
+    and a kernel may read its input more than once internally. For example::
 
         with Traffic(x.numel()) as t:
             y = normlib.functional.layer_norm(x, (512,))
-        t.reads, t.writes, t.ops   # tensor-sized passes, and (op name, reads, writes) per op
+        # tensor-sized passes, and (op name, reads, writes) per op:
+        t.reads, t.writes, t.ops
     """
 
     def __init__(self, size: int):
@@ -448,6 +452,10 @@ def stored_results() -> Dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    """``python -m normlib.bench [options]``: run :func:`measure`, print the tables, return the run.
+
+    ``argv`` is the list of command-line arguments (default: ``sys.argv[1:]``); ``--help`` lists them.
+    """
     parser = argparse.ArgumentParser(prog="python -m normlib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--quick", action="store_true", help="quarter-size inputs, 3 short rounds")

@@ -1,10 +1,10 @@
 """Tools for BatchNorm in practice: fold it away, recompute its statistics, find its bugs.
 
-* :func:`fold_bn` -- an inference copy of a model with every foldable conv/linear + BN pair
+* :func:`~normlib.fold_bn` -- an inference copy of a model with every foldable conv/linear + BN pair
   merged into one layer (BN folding), and a report of the BN layers it had to leave.
-* :func:`recompute_bn_stats` -- "precise BN": replace the running statistics by the exact
+* :func:`~normlib.recompute_bn_stats` -- "precise BN": replace the running statistics by the exact
   statistics of the layers' inputs over the batches given (Wu & Johnson, 2021).
-* :func:`diagnose` -- the BatchNorm "doctor": one forward pass over a batch, and a report
+* :func:`~normlib.diagnose` -- the BatchNorm "doctor": one forward pass over a batch, and a report
   of the classic BatchNorm bugs it finds, each with its fix in one line.
 
 All three work on any ``torch.nn.Module`` and recognise both ``torch.nn.BatchNorm1d/2d/3d``
@@ -172,7 +172,7 @@ def conv_bn_pairs(model: nn.Module) -> Tuple[List[Tuple[str, str]], Dict[str, st
 
 @dataclass
 class FoldReport:
-    """What :func:`fold_bn` did: the pairs it merged and the BN layers it left, with why."""
+    """What :func:`~normlib.fold_bn` did: the pairs it merged and the BN layers it left, with why."""
 
     folded: List[Tuple[str, str]] = field(default_factory=list)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
@@ -276,7 +276,7 @@ def fold_bn(
 
     The input ``model`` is not modified. The copy is returned in ``eval()`` mode (folding
     uses the running statistics: the copy computes what ``model.eval()`` computes) and
-    carries the report as ``folded.fold_report`` (a :class:`FoldReport`).
+    carries the report as ``folded.fold_report`` (a :class:`~normlib.bn_tools.FoldReport`).
 
     ``Linear`` + ``BatchNorm1d`` is folded on the assumption that the BN sees (N, features)
     input. Give ``example_input`` to check: then pairs whose BN sees another rank are left,
@@ -452,7 +452,7 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable, *, max_batches: Opti
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem :func:`diagnose` found: which check, which layers, what is wrong, the fix."""
+    """One problem :func:`~normlib.diagnose` found: which check, which layers, what is wrong, the fix."""
 
     check: str
     layers: Tuple[str, ...]
@@ -511,7 +511,7 @@ PHASE_CHECKS = {
 
 
 class Diagnosis(Sequence):
-    """The findings of :func:`diagnose`; empty and falsy when nothing was found.
+    """The findings of :func:`~normlib.diagnose`; empty and falsy when nothing was found.
 
     ``print(report)`` gives plain text (nothing at all for a healthy model); in a notebook
     the report shows as a table. ``report.checks`` is the set of check names that fired.
@@ -611,7 +611,7 @@ def diagnose(
       running statistics changed during the pass (training mode).
     * ``bias-before-bn`` (both): a conv/linear layer with a bias feeding a BN directly.
 
-    Returns a :class:`Diagnosis`: empty and falsy when nothing was found.
+    Returns a :class:`~normlib.bn_tools.Diagnosis`: empty and falsy when nothing was found.
     """
     if phase not in PHASE_CHECKS:
         raise ValueError(f"diagnose: phase must be 'eval' or 'train', got {phase!r}")

@@ -66,7 +66,9 @@ _PAIRS = [
 if hasattr(nn, "RMSNorm"):  # torch >= 2.4
     _PAIRS.append((nn.RMSNorm, RMSNorm, _rms_norm_args))
 
-#: torch.nn class -> normlib class, the layers :func:`convert` replaces.
+#: torch.nn class -> normlib class, the layers :func:`~normlib.convert` replaces.
+#:
+#: :meta hide-value:
 CONVERSIONS: Dict[Type[nn.Module], Type[nn.Module]] = {t: n for t, n, _ in _PAIRS}
 _ARGS: Dict[Type[nn.Module], Callable] = {}
 for _t, _n, _a in _PAIRS:
@@ -173,7 +175,9 @@ def convert(module: nn.Module) -> nn.Module:
     RMSNorm (exact classes; see the module docstring for what is kept). Use the return value:
     when ``module`` itself is a norm layer, the normlib layer that replaces it is returned.
 
-    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+    >>> model = nn.Sequential(
+    ...     nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
+    ... )
     >>> model = convert(model)
     >>> type(model[1]).__module__
     'normlib.batchnorm'

@@ -18,6 +18,7 @@ from .switchnorm import SwitchNorm1d, SwitchNorm2d
 
 __all__ = ["make_norm", "NORM_NAMES", "default_num_groups"]
 
+#: The names :func:`make_norm` accepts.
 NORM_NAMES = ("bn", "ln", "in", "gn", "ibn", "rms", "brn", "sn", "none")
 
 _BATCH_NORMS = {0: BatchNorm1d, 1: BatchNorm1d, 2: BatchNorm2d, 3: BatchNorm3d}
@@ -49,7 +50,7 @@ def make_norm(
     - ``"bn"``: BatchNorm1d/2d/3d; ``"in"``: InstanceNorm1d/2d/3d with ``affine``.
     - ``"gn"``: GroupNorm; ``num_groups`` defaults to :func:`default_num_groups`.
     - ``"ln"``: LayerNorm(C) on (N, C) features; on feature maps GroupNorm(1, C), i.e.
-      LayerNorm over (C, *spatial) with per-channel gamma/beta, as in the GN paper.
+      LayerNorm over ``(C, *spatial)`` with per-channel gamma/beta, as in the GN paper.
     - ``"ibn"``: :class:`IBNorm` on (N, C, H, W) only: InstanceNorm on the first half of
       the channels, BatchNorm on the rest (IBN-Net).
     - ``"rms"``: RMSNorm(C) on (N, C) features only.

@@ -8,7 +8,7 @@ Every normalization layer in this package is the same four steps:
 4. scale and shift with the learned ``weight`` (gamma) and ``bias`` (beta).
 
 :func:`normalize` is the one core: ``dims`` is step 1, and it calls one small helper
-per remaining step (:func:`_moments`, :func:`_standardize`, :func:`_scale_shift`).
+per remaining step (``_moments``, ``_standardize``, ``_scale_shift``).
 Each public function below calls it and only says which axes it uses and how its
 parameters are shaped, with the signature and semantics of the matching function in
 :mod:`torch.nn.functional`.
@@ -1029,8 +1029,8 @@ def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
     the output has the style's mean and the variance
     ``(var_s + eps) * var_x / (var_x + eps)``, the style's up to ~eps.
 
-    ``content`` is (N, C, *spatial); ``style`` is (N, C, *spatial') or
-    (1, C, *spatial'): only its statistics are used, so its spatial size may
+    ``content`` is ``(N, C, *spatial)``; ``style`` is ``(N, C, *spatial')`` or
+    ``(1, C, *spatial')``: only its statistics are used, so its spatial size may
     differ, and one style serves a whole batch. Returns ``content``'s shape.
     """
     _check_floating(content, "adain")

@@ -60,7 +60,7 @@ def _channel_shape(x: np.ndarray) -> Tuple[int, ...]:
 
 
 def batch_norm_forward(x, gamma, beta, eps=1e-5):
-    """Training-mode BatchNorm of (N, C, *) input; gamma, beta have shape (C,)."""
+    """Training-mode BatchNorm of ``(N, C, *)`` input; gamma, beta have shape (C,)."""
     shape = _channel_shape(x)
     axes = (0,) + tuple(range(2, x.ndim))
     return affine_norm_forward(x, gamma.reshape(shape), beta.reshape(shape), axes, eps)

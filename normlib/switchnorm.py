@@ -106,7 +106,7 @@ def switch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Tensor:
-    """Switchable normalization of ``input`` (N, C, *) with explicit mixing
+    """Switchable normalization of ``input`` ``(N, C, *)`` with explicit mixing
     weights.
 
     ``mean_weights`` and ``var_weights`` hold three weights each, for IN's,

@@ -193,7 +193,15 @@ def test_licences_and_citation():
 
 
 def toc_chapter_titles():
-    """(file, title) of every chapter entry in _toc.yml."""
+    """(file, title) of every chapter entry in _toc.yml (the appendices are not chapters)."""
+    return [(file, title) for file, title in toc_entries() if not file.startswith(APPENDIX_DIR)]
+
+
+APPENDIX_DIR = "appendices/"
+
+
+def toc_entries():
+    """(file, title) of every entry in _toc.yml, in order."""
     yaml = pytest.importorskip("yaml")
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     return [(entry["file"], entry.get("title")) for part in toc["parts"] for entry in part["chapters"]]
@@ -227,7 +235,51 @@ def test_toc_titles_carry_the_chapter_numbers_of_the_plan():
     assert not unlisted, f"chapters missing from _toc.yml: {unlisted}"
 
 
+def page_heading(path: Path) -> str:
+    """The title of a MyST (``# Title``) or reStructuredText (a line underlined with =) page, as
+    plain text (inline code and emphasis marks removed, as the sidebar shows it)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if path.suffix == ".md" and line.startswith("# "):
+            return re.sub(r"[`*]", "", line[2:]).strip()
+        if path.suffix == ".rst" and line.strip() and i + 1 < len(lines) and re.fullmatch(r"=+", lines[i + 1]):
+            return re.sub(r"[`*]", "", line).strip()
+    return ""
+
+
+def appendix_title_problems(entries: list[tuple[str, str | None, str]]) -> list[str]:
+    """(file, title, heading) of the appendices, in _toc.yml's order: they are lettered A, B, ...
+    as "<letter>. <the page's heading>", after the numbered chapters."""
+    problems = []
+    for letter, (file, title, heading) in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", entries):
+        expected = f"{letter}. {heading}"
+        if title != expected:
+            problems.append(f"{file}: _toc.yml title {title!r}, expected {expected!r}")
+    return problems
+
+
+def test_toc_appendices_are_lettered_and_come_last():
+    entries = toc_entries()
+    files = [file for file, _ in entries]
+    appendices = [(file, title) for file, title in entries if file.startswith(APPENDIX_DIR)]
+    assert appendices, "no appendices in _toc.yml"
+    first = files.index(appendices[0][0])
+    assert all(f.startswith(APPENDIX_DIR) for f in files[first:]), f"a chapter after the appendices: {files[first:]}"
+    with_headings = []
+    for file, title in appendices:
+        page = next(ROOT.glob(f"{file}.*"), None)
+        assert page is not None, f"{file}: no such page"
+        with_headings.append((file, title, page_heading(page)))
+    problems = appendix_title_problems(with_headings)
+    assert not problems, "\n".join(problems)
+
+
 def test_toc_title_check_can_fail():
+    assert appendix_title_problems([("appendices/glossary", "A. Glossary", "Glossary")]) == []
+    assert appendix_title_problems([("appendices/glossary", "Glossary", "Glossary")])  # no letter
+    assert appendix_title_problems([("appendices/api", "B. API", "API")])  # the first is A
+    assert page_heading(ROOT / "appendices" / "api.rst") == "The normlib API reference"
+
     assert toc_title_problems("chapters/11_speed", "11. Speed", "Speed") == []
     assert toc_title_problems("chapters/11_speed", "9. Speed", "Speed")  # automatic numbering's count
     assert toc_title_problems("chapters/11_speed", "11. Old title", "Speed")  # heading changed

@@ -220,6 +220,7 @@ def mnist1d(
     return _finish("mnist1d", x_train, y_train, x_test, y_test, 10, standardize, device, dtype)
 
 
+#: The classes of :func:`shapes`, in label order.
 SHAPE_CLASSES = ("square", "disc", "triangle", "cross")
 
 
@@ -429,6 +430,7 @@ def exposure_task(
 
 
 # Colour photographs inside scikit-image's wheel (no download; pooch-backed images are not listed).
+#: The names :func:`sample_image` accepts.
 SAMPLE_IMAGES = (
     "astronaut",
     "chelsea",

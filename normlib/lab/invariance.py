@@ -30,6 +30,7 @@ from ..functional import normalize
 
 __all__ = ["INVARIANCE_METHODS", "TRANSFORMATIONS", "BA2016_TABLE", "normalized_summed_inputs", "invariance_table"]
 
+#: The methods of the table (BatchNorm, WeightNorm, LayerNorm and RMSNorm).
 INVARIANCE_METHODS = ("bn", "wn", "ln", "rms")
 
 Transformation = Callable[[Tensor, Tensor, torch.Generator], Tuple[Tensor, Tensor]]
@@ -44,6 +45,10 @@ def _vector(generator: torch.Generator, size: int, dtype) -> Tensor:
     return 2 * torch.randn(size, generator=generator, dtype=dtype)
 
 
+#: The six transformations of Ba et al.'s table by name; each maps ``(W, x, generator)`` to
+#: the transformed ``(W, x)``.
+#:
+#: :meta hide-value:
 TRANSFORMATIONS: Dict[str, Transformation] = {
     # W -> delta * W: every weight scaled by one number.
     "weight matrix re-scaling": lambda W, x, g: (_positive(g, dtype=W.dtype) * W, x),
@@ -66,6 +71,9 @@ TRANSFORMATIONS: Dict[str, Transformation] = {
 # Ba et al. (2016), Table 1: True is a check mark (invariant). RMSNorm is not in the
 # paper; its column follows from Zhang & Sennrich (2019): like LN it is invariant to
 # re-scaling the summed inputs of a sample, but nothing removes a common shift.
+#: The expected table, transformation -> method -> invariant (True) or not.
+#:
+#: :meta hide-value:
 BA2016_TABLE: Dict[str, Dict[str, bool]] = {
     "weight matrix re-scaling": {"bn": True, "wn": True, "ln": True, "rms": True},
     "weight matrix re-centering": {"bn": False, "wn": False, "ln": True, "rms": False},

@@ -35,6 +35,9 @@ __all__ = [
 
 NormSpec = Union[str, Callable[[int], nn.Module]]
 
+#: Activation name -> ``torch.nn`` class, for :func:`make_activation`.
+#:
+#: :meta hide-value:
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,

@@ -30,7 +30,9 @@ from ..factory import make_norm
 
 __all__ = ["TransformerBlock", "TinyTransformer", "ffn_gradient_norms", "TRANSFORMER_NORMS", "NORM_POSITIONS"]
 
+#: The norms a :class:`TransformerBlock` accepts.
 TRANSFORMER_NORMS = ("ln", "rms", "none")
+#: Where a block puts its norms, before each sublayer (``"pre"``) or after the residual sum (``"post"``).
 NORM_POSITIONS = ("pre", "post")
 
 NormSpec = Union[str, Callable[[int], nn.Module]]

@@ -8,6 +8,9 @@ import matplotlib
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common forms of
 # colour blindness. One colour per method, fixed for the whole book.
+#: Method key -> its colour, the same on every page of the book.
+#:
+#: :meta hide-value:
 METHOD_COLORS = {
     "bn": "#0072B2",  # blue
     "ln": "#D55E00",  # vermillion
@@ -21,6 +24,9 @@ METHOD_COLORS = {
     "none": "#999999",  # grey: the baseline without normalization
 }
 
+#: Method key -> its display name (``"bn"`` -> ``"BatchNorm"``).
+#:
+#: :meta hide-value:
 METHOD_LABELS = {
     "bn": "BatchNorm",
     "ln": "LayerNorm",
@@ -79,6 +85,9 @@ def label(method: str) -> str:
 # Unnamed lines cycle through the method colours in the same order (grey stays the baseline's).
 _OKABE_ITO_CYCLE = [colour for method, colour in METHOD_COLORS.items() if method != "none"]
 
+#: The matplotlib settings that :func:`use_style` applies.
+#:
+#: :meta hide-value:
 BOOK_RC = {
     "figure.figsize": (5.0, 3.2),
     "figure.dpi": 100,
