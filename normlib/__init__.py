@@ -39,6 +39,7 @@ from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
 from .runtime import device, seed
 from .switchnorm import SwitchNorm1d, SwitchNorm2d
+from .syncbatchnorm import SyncBatchNorm
 from .weight_norm import weight_norm
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "GroupNorm",
     "RMSNorm",
     "IBNorm",
+    "SyncBatchNorm",
     "BatchRenorm1d",
     "BatchRenorm2d",
     "SwitchNorm1d",

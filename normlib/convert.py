@@ -27,8 +27,9 @@ from torch.nn.modules.module import _WrappedHook
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .normalization import GroupNorm, LayerNorm, RMSNorm
+from .syncbatchnorm import SyncBatchNorm
 
-__all__ = ["convert", "to_torch", "CONVERSIONS"]
+__all__ = ["convert", "convert_sync", "to_torch", "CONVERSIONS"]
 
 
 def _bias_kwarg(m, affine: bool) -> dict:
@@ -74,6 +75,14 @@ _ARGS: Dict[Type[nn.Module], Callable] = {}
 for _t, _n, _a in _PAIRS:
     _ARGS[_t] = _ARGS[_n] = _a
 _TO_TORCH: Dict[Type[nn.Module], Type[nn.Module]] = {n: t for t, n, _ in _PAIRS}
+
+# convert(model, sync=True) and SyncBatchNorm.convert_sync_batchnorm: every BatchNorm1d/2d/3d,
+# torch's or normlib's, and every SyncBatchNorm, torch's or normlib's, becomes normlib's SyncBatchNorm.
+_SYNC_SOURCES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_SYNC_SOURCES += (BatchNorm1d, BatchNorm2d, BatchNorm3d, SyncBatchNorm)
+_TO_SYNC: Dict[Type[nn.Module], Type[nn.Module]] = {c: SyncBatchNorm for c in _SYNC_SOURCES}
+for _c in _SYNC_SOURCES:
+    _ARGS[_c] = _norm_base_args
 
 # Roots of the class trees a subclass of which we refuse (it may override forward).
 _TORCH_ROOTS = tuple(t for t, _, _ in _PAIRS) + (nn.modules.batchnorm._NormBase,)
@@ -142,38 +151,65 @@ def _check_convertible(module: nn.Module, roots: tuple, table: dict, direction: 
         )
 
 
-def _walk(module: nn.Module, table: dict, roots: tuple, direction: str, memo: Dict[int, nn.Module]) -> nn.Module:
+def _walk(
+    module: nn.Module, table: dict, roots: tuple, direction: str, memo: Dict[int, nn.Module], configure=None
+) -> nn.Module:
     if id(module) in memo:
         return memo[id(module)]
     if type(module) in table:
         out = _swap(module, table[type(module)])
+        if configure is not None:
+            configure(module, out)
     else:
         out = module
         # _modules, not named_children(): that lists a child used twice in one container once.
         for name, child in list(module._modules.items()):
             if child is None:
                 continue
-            new_child = _walk(child, table, roots, direction, memo)
+            new_child = _walk(child, table, roots, direction, memo, configure)
             if new_child is not child:
                 setattr(module, name, new_child)
     memo[id(module)] = out
     return out
 
 
-def _convert_all(module: nn.Module, table: dict, roots: tuple, direction: str) -> nn.Module:
+def _convert_all(module: nn.Module, table: dict, roots: tuple, direction: str, configure=None) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise TypeError(f"{direction}: expected a torch.nn.Module, got {type(module).__name__}")
     for m in module.modules():  # refuse before swapping anything: never leave a model half-converted
         _check_convertible(m, roots, table, direction)
-    return _walk(module, table, roots, direction, {})
+    return _walk(module, table, roots, direction, {}, configure)
 
 
-def convert(module: nn.Module) -> nn.Module:
+def convert_sync(module: nn.Module, process_group=None, only_batch_norm: bool = False) -> nn.Module:
+    """``convert(module, sync=True)``: BatchNorm1d/2d/3d and SyncBatchNorm layers, torch's and
+    normlib's, become :class:`~normlib.SyncBatchNorm` over ``process_group`` (``None``: the
+    default group, or the group an old SyncBatchNorm had); with ``only_batch_norm`` nothing
+    else changes (``SyncBatchNorm.convert_sync_batchnorm``), else the other torch norm layers
+    become normlib's as in :func:`convert`. Tensors, mode and hooks are kept."""
+    if only_batch_norm:
+        table, roots = _TO_SYNC, _SYNC_SOURCES
+        direction = "normlib.SyncBatchNorm.convert_sync_batchnorm"
+    else:
+        table, roots, direction = {**CONVERSIONS, **_TO_SYNC}, _TORCH_ROOTS + _SYNC_SOURCES, "normlib.convert"
+
+    def configure(old: nn.Module, new: nn.Module) -> None:
+        new.process_group = process_group if process_group is not None else getattr(old, "process_group", None)
+
+    return _convert_all(module, table, roots, direction, configure)
+
+
+def convert(module: nn.Module, sync: bool = False, process_group=None) -> nn.Module:
     """Replace every torch.nn norm layer in ``module`` by normlib's, in place; return the model.
 
     Converted: ``torch.nn`` BatchNorm1d/2d/3d, InstanceNorm1d/2d/3d, LayerNorm, GroupNorm and
     RMSNorm (exact classes; see the module docstring for what is kept). Use the return value:
     when ``module`` itself is a norm layer, the normlib layer that replaces it is returned.
+
+    With ``sync=True`` every BatchNorm1d/2d/3d, torch's or normlib's (and torch's
+    ``SyncBatchNorm``), becomes a :class:`~normlib.SyncBatchNorm` over ``process_group``
+    (default ``None``: the whole world), for data-parallel training; the other layers are
+    converted as without it. Default: ``sync=False``.
 
     >>> model = nn.Sequential(
     ...     nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
@@ -185,6 +221,10 @@ def convert(module: nn.Module) -> nn.Module:
     Raises :class:`TypeError` for a subclass of one of these classes (it may override
     ``forward``) and for a lazy layer not yet initialized.
     """
+    if sync:
+        return convert_sync(module, process_group)
+    if process_group is not None:
+        raise ValueError("normlib.convert: process_group applies only with sync=True")
     return _convert_all(module, CONVERSIONS, _TORCH_ROOTS, "normlib.convert")
 
 

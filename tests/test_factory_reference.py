@@ -226,6 +226,7 @@ MODULE_NAMES = [
     "LayerNorm",
     "GroupNorm",
     "RMSNorm",
+    "SyncBatchNorm",
 ]
 
 
