@@ -7,6 +7,7 @@ ipywidgets, scikit-learn, mnist1d, scikit-image and tqdm. A chapter imports it i
 
 * :mod:`~normlib.lab.data` -- offline data sets (digits, mnist1d, sample images, synthetic ones);
 * :mod:`~normlib.lab.train` -- the training loop, evaluation and capture of activations;
+* :mod:`~normlib.lab.distributed` -- data-parallel training in worker processes (gloo, CPU);
 * :mod:`~normlib.lab.models` -- small MLPs, CNNs, a tiny ResNet, a character LSTM;
 * :mod:`~normlib.lab.transformer` -- a tiny Transformer for the post-LN/pre-LN comparison;
 * :mod:`~normlib.lab.probes` -- measurements of internal covariate shift and smoothness;

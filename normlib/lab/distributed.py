@@ -196,7 +196,10 @@ def ping(rank: int, world_size: int, fail_rank: int = -1) -> int:
 
 
 def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
-    """Replace every gradient by its mean over the workers: one all-reduce of all of them."""
+    """Replace every gradient by its mean over the workers.
+
+    All gradients travel in one flat tensor: one all-reduce per step.
+    """
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return
