@@ -59,6 +59,7 @@ __all__ = [
     "batch_mean_spread",
     "median_step_seconds",
     "one_step_check",
+    "torch_sync_batchnorm_error",
     "experiment",
 ]
 
@@ -369,6 +370,17 @@ def one_step_check(build: Callable[[], nn.Module], dataset: Dataset, *, batch_si
     return {"output": largest([(out, full[part])]), "running": largest(running), "grad": largest(grads)}
 
 
+def torch_sync_batchnorm_error() -> str:
+    """What ``torch.nn.SyncBatchNorm`` says, in a process group, to a CPU tensor in training
+    mode: the error's message (empty if it ran)."""
+    layer = nn.SyncBatchNorm(4).train()
+    try:
+        layer(torch.randn(2, 4))
+    except Exception as error:  # torch raises ValueError; report whatever it raises
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
 def experiment(
     rank: int,
     world_size: int,
@@ -392,8 +404,9 @@ def experiment(
     per-device BatchNorm their running statistics differ), the median step time
     (``"step_seconds"[mode]``, of the first seed's trained model), the spread of the batch mean
     entering ``layer`` (``"spread"``, of the first seed's synchronized model), the one-step
-    comparison with a single process (``"check"[mode]``), and the median time of one
-    all-reduce of a BatchNorm layer's statistics (``"allreduce_seconds"``).
+    comparison with a single process (``"check"[mode]``), the median time of one all-reduce of
+    a BatchNorm layer's statistics (``"allreduce_seconds"``), and torch's own
+    ``nn.SyncBatchNorm``'s error on CPU tensors (``"torch_error"``).
     """
     result: Dict[str, Any] = {"accuracy": {}, "step_seconds": {}, "check": {}}
     for mode in modes:
@@ -412,6 +425,7 @@ def experiment(
                     result["spread"] = batch_mean_spread(
                         model, layer, dataset, batch_size=batch_size, draws=draws, seed=seed
                     )
+    result["torch_error"] = torch_sync_batchnorm_error()
     result["allreduce_seconds"] = _allreduce_seconds(copy.deepcopy(model), layer, timing_steps)
     return result
 
