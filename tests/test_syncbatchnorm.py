@@ -138,10 +138,10 @@ def _run_processes(world, cases, out_dir):
         for p in procs:
             p.start()
         deadline = time.monotonic() + DEADLINE_S
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.exitcode not in (None, 0):  # one failed: the others may wait for it forever
+        while time.monotonic() < deadline and any(p.is_alive() for p in procs):
+            if any(p.exitcode not in (None, 0) for p in procs):  # one failed: the others may wait for it
                 break
+            time.sleep(0.05)
         failures = [] if errors.empty() else [errors.get()]
         assert not failures, "a process failed:\n" + failures[0]
         alive = [p.pid for p in procs if p.is_alive()]
