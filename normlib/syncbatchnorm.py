@@ -6,8 +6,8 @@ variance of the *concatenated* batch, as if one process saw all of it. It costs 
 the forward pass and one in the backward pass, each a few numbers per channel.
 
 Forward (one ``all_gather``). Each process p computes, per channel, its count n_p, mean
-mu_p and centred sum of squares M2_p = sum (x - mu_p)^2 (two passes, as :func:`normlib.functional
-.normalize`). The triples of all processes are gathered (one collective) and combined on every
+mu_p and centred sum of squares M2_p = sum (x - mu_p)^2 (two passes, as
+:func:`normlib.functional.normalize`). The triples of all processes are gathered (one collective) and combined on every
 process in the same order with Chan et al.'s parallel formula
 
     n = sum n_p,   mu = sum n_p mu_p / n,   M2 = sum M2_p + sum n_p (mu_p - mu)^2,
@@ -145,7 +145,7 @@ class SyncBatchNorm(_BatchNorm):
     mean and biased variance of the batch concatenated over all processes of the group,
 
     .. math:: y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} \gamma + \beta,
-        \quad \mu, \sigma^2 \text{ over } (N_\text{all processes}, \*) \text{ for each channel,}
+        \quad \mu, \sigma^2 \text{ over the batch dim (all processes) and the spatial dims, per channel,}
 
     computed from each process's (count, mean, centred sum of squares) with one ``all_gather``
     and Chan et al.'s parallel combination (no :math:`E[x^2] - E[x]^2` cancellation). Slices may
