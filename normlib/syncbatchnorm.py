@@ -176,7 +176,7 @@ class SyncBatchNorm(_BatchNorm):
             (``torch.distributed.group.WORLD``). Default: ``None``.
 
     >>> bn = SyncBatchNorm(3)
-    >>> bn(torch.randn(8, 3, 4, 4)).shape  # no process group here: BatchNorm2d's result
+    >>> bn(torch.randn(8, 3, 4, 4)).shape  # no process group: BatchNorm2d
     torch.Size([8, 3, 4, 4])
     """
 
