@@ -678,9 +678,7 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float):
         view = _batch_view(x)
-        y, mean, var = _NormalizeFunction.forward(
-            x, _reshape(weight, view.affine_shape), _reshape(bias, view.affine_shape), eps, view, True
-        )
+        y, mean, var = _NormalizeFunction.forward(x, weight, bias, eps, view, True)
         return y, mean.flatten(), var.flatten()
 
     @staticmethod
@@ -691,13 +689,12 @@ class BatchNormFunction(torch.autograd.Function):
     def backward(ctx, grad_output, _grad_mean, _grad_var):
         x, weight, mean, var = ctx.saved_tensors
         view = _batch_view(x)
-        weight4 = _reshape(weight, view.affine_shape)
         stat_shape = (1, view.shape[1], 1, 1)
         grad_input, grad_weight, grad_bias = _backward(
-            ctx, grad_output, x, view, weight4, mean.reshape(stat_shape), var.reshape(stat_shape), True
+            ctx, grad_output, x, view, weight, mean.reshape(stat_shape), var.reshape(stat_shape), True
         )
-        if grad_weight is not None:
-            grad_weight = grad_weight.reshape(weight.shape).to(weight.dtype)
+        if grad_weight is not None:  # in gamma's dtype, the view's shape
+            grad_weight = grad_weight.reshape(weight.shape)
         grad_bias = None if grad_bias is None or ctx.bias_dtype is None else grad_bias.reshape(-1).to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None
 
