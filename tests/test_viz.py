@@ -195,3 +195,30 @@ def test_plot_runs_colours_means_and_bands():
     with pytest.raises(KeyError, match="records no"):
         viz.plot_runs(ax, runs, metric="gradient_norm")
     plt.close(fig)
+
+
+def test_shades_keep_the_method_hue_and_order_light_to_dark():
+    import colorsys
+
+    import matplotlib.colors as mc
+
+    for method in ("bn", "ln", "gn", "in"):
+        got = viz.shades(method, 5)
+        assert len(set(got)) == 5
+        hue = colorsys.rgb_to_hls(*mc.to_rgb(viz.color(method)))[0]
+        lightness = [colorsys.rgb_to_hls(*mc.to_rgb(c))[1] for c in got]
+        assert lightness == sorted(lightness, reverse=True), lightness
+        for c in got:
+            assert abs(colorsys.rgb_to_hls(*mc.to_rgb(c))[0] - hue) < 0.02
+        assert got[2] == viz.color(method).lower()
+    with pytest.raises(ValueError, match="n >= 1"):
+        viz.shades("bn", 0)
+
+
+def test_neutral_styles_use_no_method_colour():
+    styles = viz.neutral_styles(len(viz.NEUTRAL_STYLES))
+    method = {c.lower() for c in viz.METHOD_COLORS.values()}
+    assert all(s["color"].lower() not in method for s in styles)
+    assert len({(s["linestyle"], s["marker"]) for s in styles}) == len(styles)
+    with pytest.raises(ValueError, match="offers 1 to"):
+        viz.neutral_styles(99)

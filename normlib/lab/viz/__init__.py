@@ -6,6 +6,8 @@ the same look, on every page:
 * :data:`METHOD_COLORS`, :data:`METHOD_LABELS` and :func:`color` -- one colour-blind-safe
   colour (Okabe & Ito palette, plus a dark brown for IBN once its eight colours ran out) and
   one display name per method, used across the book.
+* :func:`shades` and :func:`neutral_styles` -- a sweep within one method in shades of its
+  colour; series that are not methods in dark dashed/marked lines, never a method's colour.
 * :func:`use_style` -- matplotlib settings for the book (small figures, readable fonts,
   no top/right spines, dpi 100 so that embedded PNGs stay small).
 * :func:`draw_norm_axes` -- the N x C x (H.W) box of Wu & He (2018, Figure 2) with the cells
@@ -27,7 +29,18 @@ from .axes import draw_norm_axes, statistic_ids
 from .explorer import _animation_html, explorer, figure_to_png, png_data_uri, png_description
 from .pages import markdown_table, show_source
 from .runs import plot_runs
-from .style import BOOK_RC, METHOD_COLORS, METHOD_LABELS, color, figure_description, label, use_style
+from .style import (
+    BOOK_RC,
+    METHOD_COLORS,
+    METHOD_LABELS,
+    NEUTRAL_STYLES,
+    color,
+    figure_description,
+    label,
+    neutral_styles,
+    shades,
+    use_style,
+)
 
 __all__ = [
     "METHOD_COLORS",
@@ -35,6 +48,9 @@ __all__ = [
     "BOOK_RC",
     "color",
     "label",
+    "shades",
+    "neutral_styles",
+    "NEUTRAL_STYLES",
     "use_style",
     "draw_norm_axes",
     "statistic_ids",

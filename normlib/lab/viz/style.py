@@ -80,6 +80,47 @@ def label(method: str) -> str:
     return METHOD_LABELS[_key(method)]
 
 
+def shades(method: str, n: int) -> list[str]:
+    """``n`` shades of ``method``'s colour, light to dark, for a sweep *within* one method
+    (batch sizes of BatchNorm, groups of GroupNorm): the hue still says which method it is,
+    the lightness says which setting. The darkest is the method's own colour darkened by a
+    third, the lightest is mixed two thirds of the way to white (readable on white)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"shades needs n >= 1 colours, got {n!r}")
+    rgb = matplotlib.colors.to_rgb(color(method))
+    out = []
+    for i in range(n):
+        t = 1.0 if n == 1 else i / (n - 1)  # 0 = lightest, 1 = darkest
+        if t <= 0.5:  # mix towards white
+            w = (0.5 - t) / 0.5 * 0.65
+            mixed = [c + (1.0 - c) * w for c in rgb]
+        else:  # mix towards black
+            k = (t - 0.5) / 0.5 * 0.35
+            mixed = [c * (1.0 - k) for c in rgb]
+        out.append(matplotlib.colors.to_hex(mixed))
+    return out
+
+
+#: Line styles for series that are *not* methods (algorithms, datasets, layers of one net):
+#: dark, not grey (grey is "no normalization"), told apart by dash and marker.
+NEUTRAL_STYLES = [
+    {"color": "#222222", "linestyle": "-", "marker": "o"},
+    {"color": "#222222", "linestyle": "--", "marker": "s"},
+    {"color": "#222222", "linestyle": ":", "marker": "^"},
+    {"color": "#222222", "linestyle": "-.", "marker": "D"},
+    {"color": "#555555", "linestyle": "-", "marker": "v"},
+    {"color": "#555555", "linestyle": "--", "marker": "x"},
+]
+
+
+def neutral_styles(n: int) -> list[dict]:
+    """``n`` plot keyword dicts (colour, line style, marker) for series that are not
+    methods, so that a method's colour on a page always means that method."""
+    if not isinstance(n, int) or not 1 <= n <= len(NEUTRAL_STYLES):
+        raise ValueError(f"neutral_styles offers 1 to {len(NEUTRAL_STYLES)} styles, got {n!r}")
+    return [dict(style) for style in NEUTRAL_STYLES[:n]]
+
+
 # --------------------------------------------------------------------------- style
 
 # Unnamed lines cycle through the method colours in the same order (grey stays the baseline's).
