@@ -62,7 +62,7 @@ def design(*features: np.ndarray) -> np.ndarray:
 
 
 def hessian(X: np.ndarray) -> np.ndarray:
-    """The Hessian X^T X / n of the loss |Xw - y|^2 / (2n), for every w."""
+    """The Hessian X^T X / n of the least-squares loss, at every w."""
     return X.T @ X / len(X)
 
 
