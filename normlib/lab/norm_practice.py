@@ -116,7 +116,7 @@ class DynamicTanh(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.normalized_shape))
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, alpha={float(self.alpha):.3g}"
+        return f"{self.normalized_shape}, alpha={self.alpha.item():.3g}"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.weight * torch.tanh(self.alpha * x) + self.bias

@@ -31,15 +31,13 @@ def cell_state_figure(batch_mean, batch_std, units: int = 3, title: str = ""):
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.0))
     for unit in range(units):
         label = f"unit {unit}"
-        axes[0].plot(steps, batch_mean[:, unit], color=greys[unit], label=label)
-        axes[1].plot(steps, batch_std[:, unit], color=greys[unit])
+        axes[0].plot(steps, batch_mean[:, unit].tolist(), color=greys[unit], label=label)
+        axes[1].plot(steps, batch_std[:, unit].tolist(), color=greys[unit])
     average = neutral_styles(2)[1]
     average.pop("marker")
-    axes[1].plot(steps, batch_std.mean(dim=1), label=f"mean over the {batch_std.shape[1]} units", **average)
+    axes[1].plot(steps, batch_std.mean(dim=1).tolist(), label=f"mean over the {batch_std.shape[1]} units", **average)
     axes[0].set(xlabel="time step t", ylabel="mean of $c_t$ over the batch", title="Per-step batch mean")
-    axes[1].set(
-        xlabel="time step t", ylabel="std of $c_t$ over the batch", title="Per-step batch standard deviation"
-    )
+    axes[1].set(xlabel="time step t", ylabel="std of $c_t$ over the batch", title="Per-step batch standard deviation")
     axes[0].legend()
     axes[1].legend()
     fig.suptitle(title)
@@ -59,7 +57,7 @@ def padding_frame(outputs, real, t: int, unit: int = 0, limit: Optional[float] =
     if limit is None:
         limit = 1.1 * float(outputs[..., unit].abs().max())
     fig, (grid_ax, value_ax) = plt.subplots(1, 2, figsize=(7.2, 3.3), gridspec_kw={"width_ratios": [1.6, 1]})
-    grid_ax.imshow(real.float(), cmap="Greys_r", vmin=-0.6, vmax=1.4, aspect="auto", interpolation="none")
+    grid_ax.imshow(real.float().numpy(), cmap="Greys_r", vmin=-0.6, vmax=1.4, aspect="auto", interpolation="none")
     grid_ax.add_patch(plt.Rectangle((t - 0.5, -0.5), 1, n, fill=False, ec=color("bn"), lw=2.5))
     for row in range(n):
         if at_t[row]:
@@ -70,13 +68,10 @@ def padding_frame(outputs, real, t: int, unit: int = 0, limit: Optional[float] =
         ylabel="sequence",
         title=f"step {t}: BN's column holds {running} real and {n - running} padded values",
     )
-    rows = list(range(n))
-    value_ax.scatter(
-        values[at_t], [r for r in rows if at_t[r]], color=color("none"), zorder=3, label="real (no norm)"
-    )
-    value_ax.scatter(
-        values[~at_t], [r for r in rows if not at_t[r]], color="#222222", marker="x", zorder=3, label="padding"
-    )
+    real_rows = [r for r in range(n) if at_t[r]]
+    padded_rows = [r for r in range(n) if not at_t[r]]
+    value_ax.scatter(values[at_t].tolist(), real_rows, color=color("none"), zorder=3, label="real (no norm)")
+    value_ax.scatter(values[~at_t].tolist(), padded_rows, color="#222222", marker="x", zorder=3, label="padding")
     value_ax.axvline(float(values.mean()), color=color("bn"), ls="--", label="BN mean, padding in")
     value_ax.axvline(float(values[at_t].mean()), color=color("bn"), label="BN mean, real only")
     value_ax.set(
@@ -108,9 +103,9 @@ def depth_figure(
     fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.0))
     for position in ("post", "pre"):
         kw = dict(color=color("ln"), **style[position])
-        axes[0].plot(range(1, depth + 1), norms[position, depth], **kw)
+        axes[0].plot(range(1, depth + 1), [float(v) for v in norms[position, depth]], **kw)
         axes[1].plot(depths, [float(norms[position, d][-1]) for d in depths], **kw)
-        axes[2].plot(range(depth + 1), stream[position], **kw)
+        axes[2].plot(range(depth + 1), [float(v) for v in stream[position]], **kw)
     ticks = sorted({1, *range(4, depth + 1, 4)})
     axes[0].set_xticks(ticks)
     axes[2].set_xticks([0, *ticks[1:]])
