@@ -123,13 +123,16 @@ class DynamicTanh(nn.Module):
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
-    """Two optimizer parameter groups: matrices (and embeddings) with ``weight_decay``,
-    every parameter with fewer than two dims -- biases, norms' gains and shifts, scalars
-    -- with none. Pass the result to an optimizer: ``torch.optim.AdamW(groups, lr=...)``."""
+    """Parameter groups: decay on matrices (and embeddings) only.
+
+    Parameters with fewer than two dims -- biases, the gains and shifts of
+    norms, scalars -- go to a group without weight decay. Pass the result to
+    an optimizer: ``torch.optim.AdamW(groups, lr=...)``."""
     decay, no_decay = [], []
     for parameter in model.parameters():
         if parameter.requires_grad:
-            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+            group = decay if parameter.dim() >= 2 else no_decay
+            group.append(parameter)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -27,7 +27,7 @@ def cell_state_figure(batch_mean, batch_std, units: int = 3, title: str = ""):
     ``units`` units (shades of grey: no normalization), and the spread averaged over all
     units (dark dashed). Both inputs have shape (T, H)."""
     steps = range(batch_mean.shape[0])
-    greys = shades("none", units)[::-1]  # unit 0 darkest
+    greys = shades("none", units + 1)[:0:-1]  # unit 0 darkest; not the lightest
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.0))
     for unit in range(units):
         label = f"unit {unit}"
