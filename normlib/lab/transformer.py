@@ -15,7 +15,8 @@ batch_first=True, norm_first=...)`` computes, and its parameter names are the sa
 weights load either way. ``norm="rms"`` swaps in :class:`normlib.RMSNorm`.
 :class:`TinyTransformer` stacks blocks between a token embedding and a linear read-out;
 :func:`ffn_gradient_norms` measures what Xiong et al. plot: the gradient norm of each
-block's second feed-forward weight.
+block's second feed-forward weight; :func:`first_adam_step` takes one Adam step and
+reports how far each such weight and the model's output moved.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from torch.nn import functional as TF
 
 from ..factory import make_norm
 
-__all__ = ["TransformerBlock", "TinyTransformer", "ffn_gradient_norms", "TRANSFORMER_NORMS", "NORM_POSITIONS"]
+__all__ = [
+    "TransformerBlock",
+    "TinyTransformer",
+    "ffn_gradient_norms",
+    "first_adam_step",
+    "TRANSFORMER_NORMS",
+    "NORM_POSITIONS",
+]
 
 #: The norms a :class:`TransformerBlock` accepts.
 TRANSFORMER_NORMS = ("ln", "rms", "none")
@@ -199,3 +207,28 @@ def ffn_gradient_norms(model: TinyTransformer, tokens: Tensor, targets: Tensor) 
     weights = [block.linear2.weight for block in model.blocks]
     grads = torch.autograd.grad(loss, weights)
     return [float(torch.linalg.vector_norm(g)) for g in grads]
+
+
+def first_adam_step(model: TinyTransformer, tokens: Tensor, targets: Tensor, lr: float = 1e-3) -> dict:
+    """Take one ``torch.optim.Adam(lr=lr)`` step on the mean cross-entropy and report it.
+
+    Returns ``{"update_norms": [...], "output_change": float}``: the Frobenius norm of the
+    change of each block's ``linear2.weight`` (first block first), and the relative change
+    ``||f_after - f_before|| / ||f_before||`` of the logits on ``tokens``. Adam's first
+    step moves every weight by about ``lr`` (``m / sqrt(v) = g / |g|``), whatever the size
+    of its gradient. The model's parameters are changed in place and its ``.grad`` fields
+    are left set: use a fresh model.
+    """
+    weights = [block.linear2.weight for block in model.blocks]
+    before = [w.detach().clone() for w in weights]
+    with torch.no_grad():
+        logits_before = model(tokens)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer.zero_grad()
+    logits = model(tokens)
+    TF.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).backward()
+    optimizer.step()
+    with torch.no_grad():
+        change = torch.linalg.vector_norm(model(tokens) - logits_before) / torch.linalg.vector_norm(logits_before)
+        updates = [float(torch.linalg.vector_norm(w - b)) for w, b in zip(weights, before)]
+    return {"update_norms": updates, "output_change": float(change)}
