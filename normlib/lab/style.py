@@ -142,14 +142,17 @@ def _conv(width_in: int, width_out: int) -> nn.Conv2d:
 
 
 class TinyAutoencoder(nn.Module):
-    """Encoder: two 3 x 3 convolutions with ReLU, ``width`` channels each, full resolution
-    (no stride, so no grid artefacts; each feature sees a 5 x 5 patch). Decoder: a 3 x 3
-    convolution with ReLU and a 3 x 3 convolution back to 3 channels. Reflection padding."""
+    """Encoder: two 3 x 3 convolutions with LeakyReLU(0.2), ``width`` channels each, full
+    resolution (no stride, so no grid artefacts; each feature sees a 5 x 5 patch). Decoder: a
+    3 x 3 convolution with LeakyReLU(0.2) and a 3 x 3 convolution back to 3 channels.
+    Reflection padding. The leaky slope keeps every channel alive: with a plain ReLU, most
+    channels of such a small encoder end up zero on every image, and AdaIN has nothing to
+    scale there."""
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(_conv(3, width), nn.ReLU(), _conv(width, width), nn.ReLU())
-        self.decoder = nn.Sequential(_conv(width, width), nn.ReLU(), _conv(width, 3))
+        self.encoder = nn.Sequential(_conv(3, width), nn.LeakyReLU(0.2), _conv(width, width), nn.LeakyReLU(0.2))
+        self.decoder = nn.Sequential(_conv(width, width), nn.LeakyReLU(0.2), _conv(width, 3))
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
