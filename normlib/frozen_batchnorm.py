@@ -5,11 +5,8 @@ fine-tune detection backbones whose batches are too small for BatchNorm's statis
 keeps ``weight``, ``bias``, ``running_mean`` and ``running_var`` as *buffers* (the same
 four ``state_dict`` keys as torchvision's): no optimizer sees them, no forward pass updates
 them, and ``model.train()`` changes nothing, because the layer has no training mode to
-switch to. It computes
-
-    y = x * scale + shift,  scale = weight / sqrt(running_var + eps),
-                            shift = bias - running_mean * scale,
-
+switch to. It computes ``y = x * scale + shift`` with
+``scale = weight / sqrt(running_var + eps)`` and ``shift = bias - running_mean * scale``,
 which is :class:`normlib.BatchNorm2d` in ``eval()`` mode.
 """
 

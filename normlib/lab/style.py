@@ -155,9 +155,11 @@ class TinyAutoencoder(nn.Module):
         self.decoder = nn.Sequential(_conv(width, width), nn.LeakyReLU(0.2), _conv(width, 3))
 
     def encode(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) images to (N, width, H, W) features."""
         return self.encoder(x)
 
     def decode(self, features: Tensor) -> Tensor:
+        """(N, width, H, W) features to (N, 3, H, W) images (not clamped)."""
         return self.decoder(features)
 
     def forward(self, x: Tensor) -> Tensor:
