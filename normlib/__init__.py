@@ -34,6 +34,7 @@ from .batchrenorm import BatchRenorm1d, BatchRenorm2d
 from .bn_tools import diagnose, fold_bn, recompute_bn_stats
 from .convert import convert, to_torch
 from .factory import NORM_NAMES, default_num_groups, make_norm
+from .frozen_batchnorm import FrozenBatchNorm2d
 from .ibn import IBNorm
 from .normalization import GroupNorm, LayerNorm, RMSNorm
 from .recurrent import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell, TimeStepBatchNorm
@@ -48,6 +49,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "FrozenBatchNorm2d",
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",

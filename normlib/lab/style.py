@@ -1,13 +1,17 @@
-"""Channel statistics as "style": AdaIN on the features of a fixed random network.
+"""Channel statistics as "style": AdaIN in the feature space of a small network.
 
 Huang and Belongie (2017) transfer style by giving the content image's feature maps the
 per-channel mean and standard deviation of the style image's (:func:`normlib.functional.adain`),
-then decoding the result into an image with a trained decoder. Here the encoder is a small
-convolutional network with *fixed random* weights (:class:`RandomEncoder`), and the decoder
-is replaced by gradient descent on the pixels (:func:`stylize`): find an image whose deepest
-features match the AdaIN target and whose channel statistics at every layer match the
-style's. Random filters are enough to carry texture statistics; nothing is trained or
-downloaded.
+then decoding the result into an image. Two small versions, nothing downloaded:
+
+* :class:`TinyAutoencoder` and :func:`train_autoencoder` (what chapter 7 shows): a two-layer
+  encoder and a decoder trained in seconds, on crops of scikit-image photographs, to
+  reconstruct images, so that the decoder inverts the encoder; :func:`transfer` decodes
+  ``adain(encode(content), encode(style))``, and :func:`edge_correlation` measures how much
+  of the content's structure survives.
+* :class:`RandomEncoder` and :func:`stylize`: an encoder with *fixed random* weights and,
+  instead of a decoder, gradient descent on the pixels towards the AdaIN target and the
+  style's channel statistics at every layer.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ from torch import Tensor, nn
 
 from ..functional import adain, norm_dims, normalize
 
-__all__ = ["RandomEncoder", "channel_stats", "stylize"]
+__all__ = [
+    "RandomEncoder",
+    "TinyAutoencoder",
+    "channel_stats",
+    "edge_correlation",
+    "edge_map",
+    "stylize",
+    "train_autoencoder",
+    "transfer",
+]
 
 
 class RandomEncoder(nn.Module):
@@ -119,3 +132,107 @@ def stylize(
     with torch.no_grad():
         losses.append(float(_objective(encoder(result), target, style_stats, style_weight)))
     return result, losses
+
+
+# --------------------------------------------------------------------------- a trained decoder
+
+
+def _conv(width_in: int, width_out: int) -> nn.Conv2d:
+    return nn.Conv2d(width_in, width_out, 3, padding=1, padding_mode="reflect")
+
+
+class TinyAutoencoder(nn.Module):
+    """Encoder: two 3 x 3 convolutions with LeakyReLU(0.2), ``width`` channels each, full
+    resolution (no stride, so no grid artefacts; each feature sees a 5 x 5 patch). Decoder: a
+    3 x 3 convolution with LeakyReLU(0.2) and a 3 x 3 convolution back to 3 channels.
+    Reflection padding. The leaky slope keeps every channel alive: with a plain ReLU, most
+    channels of such a small encoder end up zero on every image, and AdaIN has nothing to
+    scale there."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(_conv(3, width), nn.LeakyReLU(0.2), _conv(width, width), nn.LeakyReLU(0.2))
+        self.decoder = nn.Sequential(_conv(width, width), nn.LeakyReLU(0.2), _conv(width, 3))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) images to (N, width, H, W) features."""
+        return self.encoder(x)
+
+    def decode(self, features: Tensor) -> Tensor:
+        """(N, width, H, W) features to (N, 3, H, W) images (not clamped)."""
+        return self.decoder(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+
+def _random_crops(images: Tensor, count: int, size: int, generator: torch.Generator) -> Tensor:
+    n, _, height, width = images.shape
+    which = torch.randint(0, n, (count,), generator=generator).tolist()
+    tops = torch.randint(0, height - size + 1, (count,), generator=generator).tolist()
+    lefts = torch.randint(0, width - size + 1, (count,), generator=generator).tolist()
+    return torch.stack([images[k, :, t : t + size, s : s + size] for k, t, s in zip(which, tops, lefts)])
+
+
+def train_autoencoder(
+    images: Tensor,
+    *,
+    width: int = 32,
+    steps: int = 200,
+    crop: int = 32,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> Tuple[TinyAutoencoder, List[float]]:
+    """Train a :class:`TinyAutoencoder` to reconstruct ``images`` (N, 3, H, W) in [0, 1].
+
+    Each of ``steps`` Adam steps (size ``lr``) sees ``batch_size`` random ``crop`` x ``crop``
+    crops and minimizes the mean squared reconstruction error. Weights and crops are drawn
+    from ``seed`` (the global random state is left untouched). Returns the model, in
+    ``eval()`` mode with gradients switched off, and the loss of every step.
+    """
+    if steps < 1:
+        raise ValueError(f"train_autoencoder: steps must be positive, got {steps}")
+    if crop > min(images.shape[-2:]):
+        raise ValueError(f"train_autoencoder: crop {crop} is larger than the images {tuple(images.shape[-2:])}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TinyAutoencoder(width).to(images.device)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    with torch.enable_grad():
+        for _ in range(steps):
+            batch = _random_crops(images, batch_size, crop, generator)
+            loss = (model(batch) - batch).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return model.eval().requires_grad_(False), losses
+
+
+@torch.no_grad()
+def transfer(autoencoder: TinyAutoencoder, content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
+    """AdaIN in the autoencoder's feature space: ``decode(adain(encode(content),
+    encode(style)))``, clamped to [0, 1]."""
+    features = adain(autoencoder.encode(content), autoencoder.encode(style), eps=eps)
+    return autoencoder.decode(features).clamp(0.0, 1.0)
+
+
+def edge_map(image: Tensor) -> Tensor:
+    """Gradient magnitude of the grey image (the channel mean), (N, H - 1, W - 1): large on
+    edges, zero on flat regions."""
+    grey = image.mean(dim=1)
+    dx = grey[:, :-1, 1:] - grey[:, :-1, :-1]
+    dy = grey[:, 1:, :-1] - grey[:, :-1, :-1]
+    return torch.sqrt(dx.square() + dy.square())
+
+
+def edge_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation, per image, of the :func:`edge_map` of ``a`` and ``b``: 1 when one
+    image's edges are a positive multiple of the other's (a change of colour or contrast
+    keeps it at 1), about 0 for unrelated images."""
+    x, y = edge_map(a).flatten(1), edge_map(b).flatten(1)
+    x, y = x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)
+    return (x * y).sum(dim=1) / (x.norm(dim=1) * y.norm(dim=1))
