@@ -75,6 +75,7 @@ def group_frame(groups: int, channel_std, top: float):
     statistic under GroupNorm with ``groups`` groups, C the number of channels of
     ``channel_std``; right, the standard deviation of each channel after GroupNorm
     (``channel_std``), coloured by group. Returns the figure."""
+    channel_std = [float(v) for v in channel_std]
     channels = len(channel_std)
     fig, (ax_box, ax_bar) = plt.subplots(1, 2, figsize=(7.6, 3.0), gridspec_kw={"width_ratios": [1, 1.4]})
     draw_norm_axes(
@@ -147,9 +148,10 @@ def plot_data_parallel(dp_error, seeds, sweep_levels: Mapping[str, float], sprea
         title=f"{workers} workers × 2 digits: synced ≈ batch 4",
     )
     ax_err.legend(fontsize=8, loc="center left")
-    top = 1.1 * float(spread["worker"].max())
+    worker, synced = ([float(v) for v in spread[k]] for k in ("worker", "synchronized"))
+    top = 1.1 * max(worker)
     ax_var.plot([0, top], [0, top / workers], ls=reference["linestyle"], color=reference["color"], lw=1)
-    ax_var.plot(spread["worker"], spread["synchronized"], "o", ms=3, color=bn)
+    ax_var.plot(worker, synced, "o", ms=3, color=bn)
     ax_var.set(
         xlabel="variance of a worker's batch mean",
         ylabel="variance of the synced mean",
