@@ -28,9 +28,35 @@ _RENORMS = {0: BatchRenorm1d, 1: BatchRenorm1d, 2: BatchRenorm2d}
 _SWITCH_NORMS = {0: SwitchNorm1d, 1: SwitchNorm1d, 2: SwitchNorm2d}
 
 
-def default_num_groups(num_channels: int, max_groups: int = 32) -> int:
-    """The largest divisor of ``num_channels`` that is at most ``max_groups`` (GN paper: G=32)."""
-    return max(g for g in range(1, min(num_channels, max_groups) + 1) if num_channels % g == 0)
+def default_num_groups(num_channels: int, max_groups: int = 32, min_group_size: int = 2) -> int:
+    """The number of groups ``make_norm("gn", C)`` uses: the largest divisor G of ``num_channels``
+    with ``G <= max_groups`` (the GN paper's G = 32) and at least ``min_group_size`` channels per
+    group, and never one of GroupNorm's two ends.
+
+    ``torch.nn.GroupNorm`` has no default G. A bare "largest divisor up to 32" rule returns
+    G = C for every C <= 32, i.e. InstanceNorm, and G = 1 (LayerNorm) for a prime C > 32;
+    this function refuses both. With the defaults: 64 channels give 32 groups of 2, 32
+    channels 16 groups, 16 channels 8 groups. Where only G = 1 or G = C is possible (C = 1,
+    2, 3, a prime C, or ``min_group_size`` too large) it raises a ``ValueError``: pass
+    ``num_groups`` yourself (1 for LayerNorm's statistics, C for InstanceNorm's).
+    """
+    if num_channels < 1 or max_groups < 1 or min_group_size < 1:
+        raise ValueError(
+            "default_num_groups: num_channels, max_groups and min_group_size must be positive, got "
+            f"{num_channels}, {max_groups}, {min_group_size}"
+        )
+    candidates = [
+        g
+        for g in range(2, min(num_channels - 1, max_groups) + 1)
+        if num_channels % g == 0 and num_channels // g >= min_group_size
+    ]
+    if not candidates:
+        raise ValueError(
+            f"default_num_groups: no G with 1 < G < C = {num_channels}, G <= {max_groups} and at least "
+            f"{min_group_size} channels per group divides {num_channels}; GroupNorm would be LayerNorm "
+            "(G = 1) or InstanceNorm (G = C). Pass num_groups explicitly."
+        )
+    return max(candidates)
 
 
 def make_norm(

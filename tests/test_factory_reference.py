@@ -54,14 +54,15 @@ def test_make_norm_types(name, spatial, cls):
 
 def test_make_norm_details():
     assert normlib.make_norm("gn", 64).num_groups == 32
-    assert normlib.make_norm("gn", 24).num_groups == 24
+    assert normlib.make_norm("gn", 24).num_groups == 12  # not 24 = InstanceNorm
     assert normlib.make_norm("gn", 96).num_groups == 32
     assert normlib.make_norm("gn", 40).num_groups == 20
-    assert normlib.make_norm("gn", 7).num_groups == 7
+    assert normlib.make_norm("gn", 7, num_groups=7).num_groups == 7  # asked for, not a default
     assert normlib.make_norm("gn", 12, num_groups=3).num_groups == 3
-    for c in (1, 6, 33, 64, 100, 128):
+    for c in (6, 33, 64, 100, 128):
         g = normlib.make_norm("gn", c).num_groups
-        assert c % g == 0 and g <= 32 and all(c % h for h in range(g + 1, min(c, 32) + 1)), c
+        assert c % g == 0 and 1 < g < c and g <= 32 and c // g >= 2, c
+        assert all(c % h or c // h < 2 for h in range(g + 1, min(c, 32) + 1)), c  # the largest such G
     ln = normlib.make_norm("ln", 8, spatial_dims=2)
     assert ln.num_groups == 1 and ln.num_channels == 8
     assert normlib.make_norm("in", 8, affine=True).affine is True
