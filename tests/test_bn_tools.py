@@ -363,7 +363,7 @@ def test_diagnose_is_silent_on_healthy_models(lib):
         assert "no problems found in 2 BatchNorm layer(s)" in report._repr_markdown_()
     model = healthy_cnn(lib)
     assert not normlib.diagnose(model, torch.randn(2, 1, 8, 8) * 2 + 1)
-    assert not normlib.diagnose(model.train(), torch.randn(2, 1, 8, 8) * 2 + 1, phase="train")
+    assert not normlib.diagnose(model.train(), torch.randn(16, 1, 8, 8) * 2 + 1, phase="train")
 
 
 def broken(problem, lib):
@@ -440,6 +440,27 @@ def test_diagnose_names_the_layers_and_the_numbers():
     assert report[0].layers == ("1",) and "Expected more than 1 value per channel" in report.notes[0]
 
 
+@pytest.mark.parametrize("lib", LIBRARIES)
+def test_diagnose_flags_few_examples_even_with_many_values(lib):
+    # Two 8 x 8 images give 128 values per statistic, far above min_values, but only two
+    # examples: the pixels of one image are correlated, so BN's statistics are still poor.
+    model = healthy_cnn(lib).train()
+    images = torch.randn(2, 1, 8, 8, generator=make_gen(5)) * 2 + 1
+    report = normlib.diagnose(model, images, phase="train")
+    assert report.checks == {"small-batch"}, str(report)
+    (finding,) = report
+    assert finding.layers == ("1",)
+    assert "2 examples per batch; fewer than 8" in finding.problem
+    assert "values;" not in finding.problem  # 128 values are enough
+    # The threshold is a parameter; 8 examples pass, and eval mode is not concerned.
+    assert not normlib.diagnose(model, images, phase="train", min_batch=2)
+    eight = torch.randn(8, 1, 8, 8, generator=make_gen(6)) * 2 + 1
+    assert not normlib.diagnose(model, eight, phase="train")
+    assert not normlib.diagnose(model.eval(), images)
+    with pytest.raises(ValueError, match="min_batch"):
+        normlib.diagnose(model, images, min_batch=1)
+
+
 def test_diagnose_frozen_layer_in_eval_mode_is_fine():
     model, batch, phase = broken("frozen-stats-move", normlib)
     for module in model.modules():
@@ -450,7 +471,7 @@ def test_diagnose_frozen_layer_in_eval_mode_is_fine():
 
 def test_diagnose_threshold_and_errors():
     model, batch, phase = broken("small-batch", nn)
-    assert not normlib.diagnose(model, batch, phase=phase, min_values=4)
+    assert not normlib.diagnose(model, batch, phase=phase, min_values=4, min_batch=4)
     with pytest.raises(ValueError, match="phase"):
         normlib.diagnose(model, batch, phase="test")
     with pytest.raises(RuntimeError):  # a wrong input is the caller's error, not a finding
