@@ -147,7 +147,7 @@ def best_seconds(
     return {name: min(values) for name, values in times.items()}
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's <malloc.h>
 _DEFAULT_MMAP_MAX = 65536  # glibc's default
 
 
@@ -167,16 +167,17 @@ def heap_reuse() -> Iterator[bool]:
     Outside, glibc gives a block above its mmap threshold (at most 32 MiB) fresh pages
     from the system (``mmap``) and unmaps them when the block is freed, so every call that
     allocates such a tensor pays a page fault per 4 KiB and has the memory zeroed. Inside,
-    ``mmap`` is off (``M_MMAP_MAX = 0``) and the heap is not trimmed (``M_TRIM_THRESHOLD``
-    1 GiB, as ``normlib.bench.keep_freed_memory()`` sets it). On exit ``mmap`` is allowed
+    ``mmap`` is off (``M_MMAP_MAX = 0``) and the heap is not trimmed; the trim and mmap
+    thresholds stay as ``normlib.bench.keep_freed_memory()`` sets them (1 GiB, 32 MiB). On exit ``mmap`` is allowed
     again and the free memory is handed back to the system (``malloc_trim``), so that
     large blocks get fresh pages again. Yields False, and changes nothing, where the C
     library has no ``mallopt`` (not glibc). PyTorch's GPU allocator keeps its memory anyway.
+    Chapter 11 enters it after ``keep_freed_memory()``, which its set-up cell calls.
     """
     libc = _libc()
     mallopt = getattr(libc, "mallopt", None)
     active = mallopt is not None and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    active = active and bool(mallopt(_M_MMAP_MAX, 0))
+    active = active and bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_MMAP_MAX, 0))
     try:
         yield active
     finally:
