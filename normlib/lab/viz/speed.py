@@ -71,7 +71,7 @@ def bandwidth_frame(sizes: Sequence[int], curves: Dict[str, Sequence[float]], i:
     right.invert_yaxis()
     right.tick_params(axis="y", labelsize=7)
     fig.suptitle(
-        f"{size_label(sizes[i])} {cache_relation(sizes[i], cache_bytes)} (measured at build)",
+        f"{size_label(sizes[i])}: {cache_relation(sizes[i], cache_bytes)} (measured at build)",
         fontsize=9,
     )
     return fig
