@@ -173,6 +173,8 @@ def heap_reuse() -> Iterator[bool]:
     large blocks get fresh pages again. Yields False, and changes nothing, where the C
     library has no ``mallopt`` (not glibc). PyTorch's GPU allocator keeps its memory anyway.
     Chapter 11 enters it after ``keep_freed_memory()``, which its set-up cell calls.
+    The first allocations inside still grow the heap, with page faults: warm up before
+    timing, as :func:`normlib.bench.seconds` does.
     """
     libc = _libc()
     mallopt = getattr(libc, "mallopt", None)
