@@ -117,6 +117,13 @@ def test_heap_reuse_removes_the_page_faults_of_a_fresh_large_tensor():
     assert inside < 20 < outside and after > 20, (outside, inside, after)
 
 
+def test_huge_pages_reads_the_selected_mode(tmp_path):
+    setting = tmp_path / "enabled"
+    setting.write_text("always [madvise] never\n")
+    assert speed.huge_pages(str(setting)) == "madvise"
+    assert speed.huge_pages(str(tmp_path / "absent")) is None
+
+
 def test_forward_and_backward_gives_each_direction():
     x = torch.randn(4, 8, requires_grad=True)
     dy = torch.randn(4, 8)

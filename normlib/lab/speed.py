@@ -188,6 +188,18 @@ def heap_reuse() -> Iterator[bool]:
             libc.malloc_trim(0)
 
 
+def huge_pages(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> Optional[str]:
+    """Linux's transparent huge page mode (``"always"``, ``"madvise"``, ``"never"``), or None
+    where it cannot be read. With ``"always"``, fresh memory may come in 2 MiB pages, one
+    page fault per 2 MiB instead of per 4 KiB, which makes fresh pages cheaper."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    found = re.search(r"\[(\w+)\]", text)
+    return found.group(1) if found else None
+
+
 #: Peak float32 FLOP/s (without tensor cores) and memory bandwidth in bytes/s, from the
 #: vendors' data sheets: A100 80GB SXM (nvidia2021a100), H100 SXM (nvidia2022h100).
 SPEC_SHEETS: Dict[str, Tuple[float, float]] = {
