@@ -1,7 +1,6 @@
 """normlib.lab.speed and normlib.lab.viz.speed: chapter 11's measuring tools and figures."""
 
 import platform
-import resource
 import shutil
 
 import matplotlib
@@ -96,25 +95,22 @@ def test_best_seconds_uses_one_thread_on_the_cpu_and_restores_the_count():
     assert torch.get_num_threads() == threads
 
 
-def _faults_per_clone(x, calls=10):
-    """Minor page faults per ``x.clone()`` in a loop of calls, as a timing loop runs them."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(calls):
-        x.clone()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
-
-
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="heap_reuse acts on glibc's malloc only")
 def test_heap_reuse_removes_the_page_faults_of_a_fresh_large_tensor():
     assert bench.keep_freed_memory()  # as chapter 11's set-up cell does
     x = torch.ones(64 * 2**20 // 4)  # 64 MiB, above glibc's largest mmap threshold
-    outside = _faults_per_clone(x)  # 16,384 pages of 4 KiB (fewer with huge pages)
+    outside = speed.page_faults(x.clone)  # 16,384 pages of 4 KiB (fewer with huge pages)
     with speed.heap_reuse() as active:
         assert active
-        _faults_per_clone(x)  # the first allocations grow the heap
-        inside = _faults_per_clone(x)
-    after = _faults_per_clone(x)  # fresh pages again once it is left
+        inside = speed.page_faults(x.clone)  # after 3 calls that grow the heap
+    after = speed.page_faults(x.clone)  # fresh pages again once it is left
     assert inside < 20 < outside and after > 20, (outside, inside, after)
+
+
+def test_page_faults_counts_the_first_touch_of_new_memory():
+    pages = speed.page_faults(lambda: torch.ones(16 * 2**20 // 4).sum(), calls=3, warmup=0)
+    assert pages is not None and pages >= 0
+    assert speed.page_faults(lambda: None) < 50
 
 
 def test_huge_pages_reads_the_selected_mode(tmp_path):

@@ -200,6 +200,21 @@ def huge_pages(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> Opt
     return found.group(1) if found else None
 
 
+def page_faults(fn: Callable[[], object], calls: int = 5, warmup: int = 3) -> Optional[float]:
+    """Minor page faults of this process per call of ``fn`` (``getrusage``), after
+    ``warmup`` calls; None where the ``resource`` module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    for _ in range(warmup):
+        fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 #: Peak float32 FLOP/s (without tensor cores) and memory bandwidth in bytes/s, from the
 #: vendors' data sheets: A100 80GB SXM (nvidia2021a100), H100 SXM (nvidia2022h100).
 SPEC_SHEETS: Dict[str, Tuple[float, float]] = {
