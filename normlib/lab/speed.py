@@ -222,7 +222,7 @@ SPEC_SHEETS: Dict[str, Tuple[float, float]] = {
     "NVIDIA H100 SXM": (67e12, 3.35e12),
 }
 
-#: A computed example: one core with 16 float32 lanes (512-bit vectors), two FMA units
+#: A computed example, one core with 16 float32 lanes (512-bit vectors), two FMA units
 #: and 2.5 GHz, and its share of 12 DDR5-4800 channels (8 bytes x 4.8e9 transfers/s
 #: each) that 96 cores share.
 SERVER_CORE = {
@@ -261,7 +261,7 @@ def cpu_vector_lanes(flags: Optional[str] = None) -> int:
     return 8 if names & {"avx", "avx2"} else 4
 
 
-#: FLOPs per value of a LayerNorm forward pass with two passes for the variance: the mean
+#: FLOPs per value of a LayerNorm forward pass with two passes for the variance, the mean
 #: (an add), the variance (a subtraction, a square, an add), the normalization (a
 #: subtraction, a multiplication by 1/sigma) and gamma, beta (a multiply and an add).
 LAYER_NORM_FLOPS = {"mean": 1, "variance": 3, "normalize": 2, "scale and shift": 2}
@@ -292,7 +292,7 @@ def fused_kernels(fn: Callable, *args) -> Tuple[object, list]:
     return output, names
 
 
-#: The two directions that chapter 11 times: a forward pass, and forward plus backward.
+#: The two directions that chapter 11 times, a forward pass and forward plus backward.
 DIRECTIONS = ("forward", "fwd+bwd")
 
 
