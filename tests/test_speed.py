@@ -49,7 +49,7 @@ def test_last_level_cache_takes_the_highest_data_or_unified_level(tmp_path):
     # An instruction cache is never the last level for data.
     other = tmp_path / "other"
     _cache_tree(other, [(1, "Data", "32K"), (2, "Unified", "512K"), (3, "Instruction", "8M")])
-    assert speed.last_level_cache(CPU, root=str(other)) == (512 * 1024, f"L2 cache, read from {other}")
+    assert speed.last_level_cache(CPU, root=str(other)) == (512 * 1024, f"L2, from {other}")
 
 
 def test_last_level_cache_falls_back_where_sysfs_is_missing(tmp_path):

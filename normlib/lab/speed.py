@@ -77,7 +77,7 @@ def _sysfs_cache(root: Path) -> Optional[Tuple[int, str]]:
             best = (level, size)
     if best is None:
         return None
-    return best[1], f"L{best[0]} cache, read from {root}"
+    return best[1], f"L{best[0]}, from {root}"
 
 
 def last_level_cache(
