@@ -1,4 +1,4 @@
-"""The experiments on internal covariate shift (chapter 3), as probes for :func:`train.fit`.
+"""The experiments on internal covariate shift (chapter 3), as probes for :func:`normlib.lab.train.fit`.
 
 * :func:`percentile_probe` -- the BatchNorm paper's Figure 1: percentiles of one unit's input
   (in evaluation mode) and the per-step distribution shift of chosen layer inputs.
@@ -45,7 +45,7 @@ def percentile_probe(
     input of module ``unit_input`` (e.g. ``"act3"``, the sigmoid), unit ``unit``, over
     ``x_eval`` in evaluation mode (BatchNorm uses its running statistics); and, for each
     ``key: module`` of ``shifts``, the distribution shift of that module's input over one SGD
-    step of size ``lr`` on ``batch`` (:func:`probes.layer_input_shift`, on ``probe_x``).
+    step of size ``lr`` on ``batch`` (:func:`normlib.lab.probes.layer_input_shift`, on ``probe_x``).
     """
     q = torch.tensor([float(v) for v in quantiles])
     names = [f"p{round(100 * float(v))}" for v in q]
@@ -71,7 +71,7 @@ def landscape(
     step_sizes: Sequence[float],
     ics_layers: Mapping[str, str],
 ) -> Dict[str, object]:
-    """Smoothness along the gradient on ``probe`` (:func:`probes.along_gradient`: ``loss``,
+    """Smoothness along the gradient on ``probe`` (:func:`normlib.lab.probes.along_gradient`: ``loss``,
     ``loss_range``, ``max_grad_change``, ``beta``) and, for each ``key: layer`` of
     ``ics_layers``, the gradient ICS ``(||G - G'||, cos)`` of that layer on ``batch``."""
     profile = probes.along_gradient(model, probe[0], probe[1], step_sizes)
@@ -85,16 +85,16 @@ class Recorder:
     """The probe of the noisy-BatchNorm experiment, called by ``fit`` every ``every`` steps.
 
     * every call: ``{"loss": loss on probe}`` (returned, so ``History.probes["loss"]`` has it);
-    * every ``shift_every`` steps, appended to :attr:`periodic` as ``(step, {...})``: for each
+    * every ``shift_every`` steps, appended to ``self.periodic`` as ``(step, {...})``: for each
       ``key: module`` of ``shifts`` the distribution shift of the module's output over one SGD
       step of size ``lr`` on ``batch`` (``key``) and, with ``floor=True``, over a step of size
       0 (``key + "_floor"``: what the measurement reports when nothing is updated, e.g. a
       noisy layer's fresh draw); the gradient ICS of ``ics_layers``; and with ``keep_unit``
       (a module name) the values of unit 0 of that module's input, in training mode, in
-      :attr:`unit_values` as ``(step, values)``;
+      ``self.unit_values`` as ``(step, values)``;
     * with ``levels``, the first time the loss falls to each level: :func:`landscape` at the
       state (this call's or the previous call's) whose loss is closer to the level, in
-      :attr:`matched` as ``{level: (step, landscape)}``.
+      ``self.matched`` as ``{level: (step, landscape)}``.
     """
 
     def __init__(

@@ -18,7 +18,7 @@ _PERCENTILES = (("p85", "--"), ("p50", "-"), ("p15", ":"))
 
 def plot_percentiles(ax, histories, color: str, *, band: bool = True):
     """The 85th, 50th and 15th percentiles of a probe (``"p85"``, ``"p50"``, ``"p15"``) over
-    training: the mean over the seeds (``histories``, one :class:`History` each) as a line
+    training: the mean over the seeds (``histories``, one :class:`normlib.lab.train.History` each) as a line
     (dashed, solid, dotted) and, with ``band``, their min-max range as a band. Returns ``ax``."""
     for key, style in _PERCENTILES:
         values = np.array([[float(v) for v in h.probes[key]] for h in histories])
