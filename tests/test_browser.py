@@ -414,11 +414,12 @@ LAYOUT_JS = """
     const r = math.getBoundingClientRect();
     const holder = container.closest('.math') || container;
     const text = (holder.querySelector('mjx-assistive-mml') || holder).textContent.trim().slice(0, 60);
-    const clip = clipper(math, r);
-    if (r.width > right - left + slack || past(r) || clip)
-      found.push({kind: 'math', width: Math.round(r.width), column: Math.round(right - left),
-                  how: past(r) || r.width > right - left + slack ? 'wider than' : 'cut off inside',
-                  text});
+    const clip = clipper(math, r), wide = r.width > right - left + slack || past(r);
+    if (wide || clip)
+      found.push({kind: 'math', width: Math.round(r.width), text, how: wide
+        ? `is wider than the ${Math.round(right - left)} px text column`
+        : `is cut off in its ${Math.round(clip.element.getBoundingClientRect().width)} px box `
+          + `(${name(clip.element)}, which hides or scrolls what sticks out)`});
   }
   const selector = 'img, svg, video, canvas, iframe, table, figure, .jupyter-widgets, .cell_output, '
     + 'p, li, dl, blockquote, .admonition, div.math';
@@ -429,9 +430,10 @@ LAYOUT_JS = """
     const clip = clipper(el, r);
     if (clip && clip.scrolls) continue;  // scrolls by design
     if (clip || past(r))
-      found.push({kind: name(el), width: Math.round(r.width), column: Math.round(right - left),
-                  how: clip ? 'cut off by ' + name(clip.element) + ' in' : 'wider than',
-                  text: (el.getAttribute('alt') || el.textContent || '').trim().slice(0, 60)});
+      found.push({kind: name(el), width: Math.round(r.width), how: clip
+        ? `is cut off by ${name(clip.element)}, which hides overflow`
+        : `reaches past the ${Math.round(right - left)} px text column`,
+        text: (el.getAttribute('alt') || el.textContent || '').trim().slice(0, 60)});
   }
   return found;
 }
@@ -440,10 +442,7 @@ LAYOUT_JS = """
 
 def check_layout(v: Visit) -> list[str]:
     """Formulas wider than the text column, and anything cut off by a box that hides overflow."""
-    return [
-        f"layout: {o['kind']} ({o['width']} px) {o['how']} the {o['column']} px text column: {o['text']!r}"
-        for o in v.page.evaluate(LAYOUT_JS)
-    ]
+    return [f"layout: {o['kind']} ({o['width']} px) {o['how']}: {o['text']!r}" for o in v.page.evaluate(LAYOUT_JS)]
 
 
 # ---- sliders
@@ -897,9 +896,9 @@ def test_the_layout_check_catches_what_runs_past_the_column(browser, tmp_path):
         assert typeset >= 1 and math_problems == [], (name, typeset, math_problems)
     wide = "\n".join(found["wide.html"][1])
     assert len(found["wide.html"][1]) == 3, wide
-    assert "layout: math" in wide and "wider than" in wide and "p(x)" in wide, wide
-    assert "layout: img" in wide and "a figure wider than the column" in wide, wide
-    assert "layout: table" in wide and "cut off by div" in wide, wide
+    assert "layout: math" in wide and "is wider than the 600 px text column" in wide and "p(x)" in wide, wide
+    assert "layout: img" in wide and "reaches past the 600 px" in wide and "a figure wider than" in wide, wide
+    assert "layout: table" in wide and "is cut off by div" in wide, wide
     assert found["fits.html"][1] == [], found["fits.html"][1]
 
 
