@@ -16,6 +16,10 @@ reader without network access. For each page:
   whose error is intended) or a warning;
 * **code width**: with every folded cell opened, no line of code (cell inputs, code blocks,
   printed outputs) is wider than its box at a 1280-pixel-wide window;
+* **layout**: with every folded cell opened, no typeset formula is wider than the text column
+  or cut off in its box, and no other element (image, table, widget, output, paragraph) is
+  cut off by a box that hides overflow or reaches past the column outside a box that scrolls
+  by design;
 * **sliders**: every ipywidgets slider (e.g. `normlib.lab.viz.explorer`) moves with the keyboard
   and shows the next label and a new image at each step, with no kernel; every matplotlib
   jshtml animation changes its frame when its slider moves; a chapter page has at least one;
@@ -25,7 +29,9 @@ reader without network access. For each page:
 * **screenshot**: the page as loaded (cells folded) is saved to _build/screenshots/.
 
 Two more tests: a synthetic page with one fault of each kind, which every check must catch
-(and a jshtml animation, which must pass), and `make zip`'s offline copy opened from disk.
+(and a jshtml animation, which must pass), and `make zip`'s offline copy opened from disk;
+and one for the layout check: MathJax-typeset pages styled like the theme, with a formula too
+wide for the column (must fail) and one that fits (must pass).
 
 Without Chromium or Playwright, or without a built book, the tests skip and say why; with
 COURSE_REQUIRE_BROWSER=1 (set by .ci/run, which installs Chromium first) a skip is a failure.
@@ -369,6 +375,76 @@ def check_code_width(v: Visit) -> list[str]:
     ]
 
 
+# ---- layout: nothing wider than the text column, nothing cut off
+
+# With every folded cell opened, each typeset formula (its MathJax output, mjx-math) must fit
+# the text column (the article's content box) and its own box (the theme lets a display
+# formula's box scroll inside a `div.math` that hides overflow, so a wide formula is cut off).
+# Every other element of the article (images, figures, tables, widgets, outputs, paragraphs,
+# admonitions) must not be clipped by an ancestor that hides overflow, and must not reach past
+# the column unless it sits in a box that scrolls by design (overflow auto/scroll: the theme's
+# table wrapper). Code boxes (<pre>) are left to the code-width check above.
+LAYOUT_JS = """
+() => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const main = document.querySelector('main') || document.body;
+  const column = main.querySelector('article') || main;
+  const style = getComputedStyle(column), box = column.getBoundingClientRect();
+  const left = box.left + parseFloat(style.paddingLeft), right = box.right - parseFloat(style.paddingRight);
+  const slack = 1, found = [];
+  const shown = el => el.getClientRects().length > 0;
+  const name = el => el.tagName.toLowerCase() + (el.className && typeof el.className === 'string'
+    ? '.' + el.className.trim().split(/\\s+/).slice(0, 2).join('.') : '');
+  const past = r => r.right > right + slack || r.left < left - slack;
+  // The nearest ancestor below <body> whose overflow hides or scrolls what sticks out of it.
+  const clipper = (el, r) => {
+    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      const overflow = getComputedStyle(a).overflowX;
+      if (overflow === 'visible') continue;
+      const ar = a.getBoundingClientRect();
+      if (r.right > ar.right + slack || r.left < ar.left - slack)
+        return {element: a, scrolls: overflow === 'auto' || overflow === 'scroll'};
+    }
+    return null;
+  };
+  for (const container of column.querySelectorAll('mjx-container')) {
+    // MathJax's hidden copy for screen readers (mjx-assistive-mml) is clipped on purpose.
+    if (!shown(container) || container.parentElement.closest('mjx-assistive-mml')) continue;
+    const math = container.querySelector(':scope > mjx-math, :scope > svg') || container;
+    const r = math.getBoundingClientRect();
+    const holder = container.closest('.math') || container;
+    const text = (holder.querySelector('mjx-assistive-mml') || holder).textContent.trim().slice(0, 60);
+    const clip = clipper(math, r), wide = r.width > right - left + slack || past(r);
+    if (wide || clip)
+      found.push({kind: 'math', width: Math.round(r.width), text, how: wide
+        ? `is wider than the ${Math.round(right - left)} px text column`
+        : `is cut off in its ${Math.round(clip.element.getBoundingClientRect().width)} px box `
+          + `(${name(clip.element)}, which hides or scrolls what sticks out)`});
+  }
+  const selector = 'img, svg, video, canvas, iframe, table, figure, .jupyter-widgets, .cell_output, '
+    + 'p, li, dl, blockquote, .admonition, div.math';
+  for (const el of column.querySelectorAll(selector)) {
+    if (!shown(el) || el.closest('mjx-container, mjx-assistive-mml, pre')) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const clip = clipper(el, r);
+    if (clip && clip.scrolls) continue;  // scrolls by design
+    if (clip || past(r))
+      found.push({kind: name(el), width: Math.round(r.width), how: clip
+        ? `is cut off by ${name(clip.element)}, which hides overflow`
+        : `reaches past the ${Math.round(right - left)} px text column`,
+        text: (el.getAttribute('alt') || el.textContent || '').trim().slice(0, 60)});
+  }
+  return found;
+}
+"""
+
+
+def check_layout(v: Visit) -> list[str]:
+    """Formulas wider than the text column, and anything cut off by a box that hides overflow."""
+    return [f"layout: {o['kind']} ({o['width']} px) {o['how']}: {o['text']!r}" for o in v.page.evaluate(LAYOUT_JS)]
+
+
 # ---- sliders
 
 
@@ -651,8 +727,13 @@ def test_page(visit):
         "" if not slider_problems + animation_problems else ", FAILED"
     )
     problems += check_code_width(v)  # opens every folded cell, so it runs after the others
-    problems += check_loading(v)
+    layout = check_layout(v)  # with every folded cell open too
+    problems += layout + check_loading(v)
     results["code width"] = "ok" if not any(p.startswith(("code", "output")) for p in problems) else "FAILED"
+    results["layout"] = "ok" if not layout else f"{len(layout)} problem(s)"
+    too_wide = [p for p in layout if p.startswith("layout: math")]
+    if too_wide:  # a formula cut off at the column's edge is a math problem too
+        results["math"] = f"{len(too_wide)} formula(s) too wide" if results["math"] == "ok" else "FAILED"
     verdict = "FAIL" if problems else "PASS"
     _report(f"{verdict} {v.rel}: " + "; ".join(f"{k}: {r}" for k, r in results.items()))
     for problem in problems:
@@ -748,6 +829,77 @@ def test_the_checks_can_fail(browser, tmp_path):
     assert "offline: request to https://example.org/remote.png" in text["loading"], text["loading"]
     assert "missing: /missing.png (HTTP 404)" in text["loading"], text["loading"]
     assert animations == 1 and animation_problems == [], animation_problems
+
+
+# The theme's rules for math (pydata-sphinx-theme 0.17, assets/styles/content/_math.scss): a
+# display formula's box scrolls inside a `div.math` that hides overflow.
+THEME_MATH_CSS = """
+span.math, div.math { align-items: center; display: flex; max-width: 100%; overflow: hidden; }
+span.math { display: inline-flex; align-items: baseline; }
+div.math { gap: 0.5em; flex-direction: row-reverse; }
+div.math mjx-container { flex-grow: 1; padding-bottom: 0.2rem; overflow: auto; }
+div.math mjx-container mjx-assistive-mml { height: 0; }
+main { width: 1100px; } article { width: 600px; padding: 0 24px; }
+"""
+
+
+def _layout_page(body: str) -> str:
+    """A page typeset by the vendored MathJax as Sphinx configures it, in a 600 px column."""
+    return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><style>{THEME_MATH_CSS}</style>
+<script>MathJax = {{tex: {{inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]]}},
+  options: {{processHtmlClass: "math"}}}};</script>
+<script defer src="mathjax/es5/tex-mml-chtml.js"></script></head>
+<body><main><article class="bd-article">{body}</article></main></body></html>"""
+
+
+def test_the_layout_check_catches_what_runs_past_the_column(browser, tmp_path):
+    """The layout check on MathJax-typeset pages styled like the theme: a formula too wide for
+    the column, an image wider than the column and a table cut off by a box that hides overflow
+    are each reported; a formula that fits, inline math, an image scaled to the column and a
+    wide table in a box that scrolls by design pass. The math check alone passes both pages."""
+    (tmp_path / "mathjax").symlink_to(ROOT / "_vendor" / "mathjax", target_is_directory=True)
+    wide_sum = " + ".join(f"a_{{{i}}} x^{{{i}}}" for i in range(1, 41))
+    png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    table = "<table><tr>" + "<td>column&nbsp;of&nbsp;a&nbsp;wide&nbsp;table</td>" * 8 + "</tr></table>"
+    (tmp_path / "wide.html").write_text(
+        _layout_page(
+            f"""<div class="math" id="eq-wide"><span class="eqno">(1)</span>\\[ p(x) = {wide_sum} \\]</div>
+<p>Text.</p><img src="{png}" alt="a figure wider than the column" style="width: 900px; height: 20px">
+<div style="overflow: hidden; width: 300px">{table}</div>"""
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / "fits.html").write_text(
+        _layout_page(
+            f"""<div class="math" id="eq-fits"><span class="eqno">(1)</span>\\[
+\\begin{{aligned}} p(x) &= a_1 x + a_2 x^2,\\\\ q(x) &= b_1 x \\end{{aligned}} \\]</div>
+<p>Inline: <span class="math">\\(W_1(a, b) = c\\)</span>, a formula in the text.</p>
+<img src="{png}" alt="a figure scaled to the column" style="max-width: 100%; width: 900px; height: 20px">
+<div style="overflow-x: auto">{table}</div>"""
+        ),
+        encoding="utf-8",
+    )
+    srv = _Server(tmp_path)
+    found = {}
+    try:
+        for name in ["wide.html", "fits.html"]:
+            v = _open(browser, srv, name)
+            found[name] = (
+                check_math(v),
+                check_layout(v),
+                v.page.evaluate("document.querySelectorAll('mjx-container').length"),
+            )
+            v.page.context.close()
+    finally:
+        srv.httpd.shutdown()
+    for name, (math_problems, _, typeset) in found.items():
+        assert typeset >= 1 and math_problems == [], (name, typeset, math_problems)
+    wide = "\n".join(found["wide.html"][1])
+    assert len(found["wide.html"][1]) == 3, wide
+    assert "layout: math" in wide and "is wider than the 600 px text column" in wide and "p(x)" in wide, wide
+    assert "layout: img" in wide and "reaches past the 600 px" in wide and "a figure wider than" in wide, wide
+    assert "layout: table" in wide and "is cut off by div" in wide, wide
+    assert found["fits.html"][1] == [], found["fits.html"][1]
 
 
 def test_offline_zip_opens_from_disk(browser, server, tmp_path):
