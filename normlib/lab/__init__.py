@@ -14,7 +14,7 @@ ipywidgets, scikit-learn, mnist1d, scikit-image and tqdm. A chapter imports it i
 * :mod:`~normlib.lab.invariance` -- the invariance table of Ba et al. (2016);
 * :mod:`~normlib.lab.style` -- channel statistics as style, AdaIN on pixels and features;
 * chapter experiments, one module per chapter subject: :mod:`~normlib.lab.conditioning`
-  (chapter 2), :mod:`~normlib.lab.bn_training` (4), :mod:`~normlib.lab.inference` (5),
+  (chapter 2), :mod:`~normlib.lab.ics` (3), :mod:`~normlib.lab.bn_training` (4), :mod:`~normlib.lab.inference` (5),
   :mod:`~normlib.lab.norm_practice` (6), :mod:`~normlib.lab.modulation` (7),
   :mod:`~normlib.lab.groupnorm_lab` (8), :mod:`~normlib.lab.speed` (11);
 * :mod:`~normlib.lab.viz` -- the book's figures, colours and sliders (a chapter's own figures
