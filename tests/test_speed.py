@@ -200,3 +200,15 @@ def test_bandwidth_frame_scales_the_bars_to_their_frame():
     method_colours = {c.lower() for c in viz.METHOD_COLORS.values()}
     assert not {matplotlib.colors.to_hex(p.get_facecolor()) for p in right.patches} & method_colours
     plt.close(fig)
+
+
+def test_an_accelerator_reports_its_l2_cache(monkeypatch):
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(L2_cache_size=50 * 2**20, name="Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: fake)
+    size, source = speed.last_level_cache(torch.device("cuda"))
+    assert size == 50 * 2**20 and "Fake GPU" in source
+    fake.L2_cache_size = 0  # nothing reported: fall back to the CPU's numbers
+    size, source = speed.last_level_cache(torch.device("cuda"), root="/nonexistent")
+    assert size > 0 and "Fake GPU" not in source

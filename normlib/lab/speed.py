@@ -86,14 +86,18 @@ def last_level_cache(
 ) -> Tuple[int, str]:
     """(bytes, where the number comes from) of the device's last-level cache.
 
-    A GPU reports its L2 cache. On a CPU the highest data or unified level in ``root``
+    A GPU whose properties report an L2 cache size gives that. Otherwise the highest data or unified level in ``root``
     (Linux sysfs) is used, else ``os.sysconf``'s L3 or L2 size; where none can be read,
     32 MiB is assumed, and the source says so.
     """
     device = torch.device(device or "cpu")
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return props.L2_cache_size, f"L2 cache of {props.name}"
+    if device.type != "cpu":  # an accelerator whose torch module reports its L2 cache
+        module = getattr(torch, device.type, None)
+        get_properties = getattr(module, "get_device_properties", None)
+        props = get_properties(device) if get_properties else None
+        size = getattr(props, "L2_cache_size", 0) if props is not None else 0
+        if size:
+            return size, f"L2 cache of {getattr(props, 'name', device.type)}"
     found = _sysfs_cache(Path(root))
     if found is not None:
         return found
