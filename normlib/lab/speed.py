@@ -178,7 +178,10 @@ def heap_reuse() -> Iterator[bool]:
     library has no ``mallopt`` (not glibc). PyTorch's GPU allocator keeps its memory anyway.
     Chapter 11 enters it after ``keep_freed_memory()``, which its set-up cell calls.
     The first allocations inside still grow the heap, with page faults: warm up before
-    timing, as :func:`normlib.bench.seconds` does.
+    timing, as :func:`normlib.bench.seconds` does. Reuse is likely, not certain: PyTorch
+    asks for 64-byte-aligned blocks, and where small allocations have settled beside a
+    freed large block it no longer fits the next request, which then grows the heap (fresh
+    pages again). A preallocated output (``out=``, ``copy_``) never depends on that.
     """
     libc = _libc()
     mallopt = getattr(libc, "mallopt", None)
