@@ -145,8 +145,8 @@ class SyncBatchNorm(_BatchNorm):
     mean and biased variance of the batch concatenated over all processes of the group,
 
     .. math:: y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} \gamma + \beta,
-        \quad \mu, \sigma^2 \text{ over the batch dim (all processes) and the spatial dims, per channel,}
 
+    with :math:`\mu, \sigma^2` over the batch dim (all processes) and the spatial dims, per channel,
     computed from each process's (count, mean, centred sum of squares) with one ``all_gather``
     and Chan et al.'s parallel combination (no :math:`E[x^2] - E[x]^2` cancellation). Slices may
     differ in size, and a slice may be empty. The running statistics are updated, identically on
