@@ -82,6 +82,16 @@ def test_dynamic_tanh_is_the_elementwise_formula():
     assert norm_practice.DynamicTanh((2, 3)).weight.shape == (2, 3)
 
 
+def test_weight_decay_groups_spare_norm_parameters_of_any_shape():
+    import normlib
+
+    for norm in (torch.nn.LayerNorm([3, 4, 4]), normlib.LayerNorm([3, 4, 4]), torch.nn.GroupNorm(1, 3)):
+        model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), norm)
+        decay, no_decay = norm_practice.weight_decay_groups(model, weight_decay=0.1)
+        assert [p.shape for p in decay["params"]] == [torch.Size([3, 2, 1, 1])]
+        assert {id(p) for p in no_decay["params"]} == {id(model[0].bias)} | {id(p) for p in norm.parameters()}
+
+
 def test_weight_decay_groups_spare_norms_and_biases():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2, bias=False))
     model[0].bias.requires_grad_(False)

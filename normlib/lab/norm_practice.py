@@ -123,17 +123,36 @@ class DynamicTanh(nn.Module):
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
-    """Parameter groups: decay on matrices (and embeddings) only.
+    """Parameter groups: decay on weight matrices and embeddings only.
 
-    Parameters with fewer than two dims -- biases, the gains and shifts of
-    norms, scalars -- go to a group without weight decay. Pass the result to
-    an optimizer: ``torch.optim.AdamW(groups, lr=...)``."""
+    Every parameter of a normalization layer (its gain and shift, of
+    any shape: LayerNorm([C, H, W]) has 3-D ones), every bias and every
+    other 0-D or 1-D parameter goes to a group without weight decay.
+    Pass the result to an optimizer: ``torch.optim.AdamW(groups, ...)``."""
+    norm_params = set()
+    for module in model.modules():
+        if _is_norm(module):
+            norm_params.update(id(p) for p in module.parameters(recurse=False))
     decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            group = decay if parameter.dim() >= 2 else no_decay
-            group.append(parameter)
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        spared = id(parameter) in norm_params or parameter.dim() < 2
+        (no_decay if spared or name.endswith("bias") else decay).append(parameter)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A normalization layer of torch.nn or of normlib."""
+    import normlib
+
+    ours = tuple(
+        obj
+        for obj in (getattr(normlib, name) for name in normlib.__all__)
+        if isinstance(obj, type) and issubclass(obj, nn.Module) and "Norm" in obj.__name__
+    )
+    torch_norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+    return isinstance(module, torch_norms + ours)
