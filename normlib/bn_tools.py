@@ -482,8 +482,8 @@ CHECKS = {
     "small-batch": (
         "warning",
         "too few values per statistic, or too few examples, for reliable batch statistics "
-        "(neighbouring positions of one image are correlated, so a statistic is only as good as "
-        "its number of examples allows)",
+        "(positions of one image can be correlated, so a statistic can be worth far fewer than "
+        "its m values)",
         "use larger batches, or a normalizer whose statistics stay inside each sample (GroupNorm, LayerNorm)",
     ),
     "stale-stats": (

@@ -99,9 +99,9 @@ def best_learning_rate(X: np.ndarray) -> float:
 
 def predicted_steps(kappa: float, tol: float = 1e-6) -> float:
     """At most this many steps at the best learning rate bring the excess loss below ``tol``
-    of its start: ``ln(1/tol) / (-2 ln rho)`` with ``rho = (kappa - 1) / (kappa + 1)``."""
-    rho = (kappa - 1) / (kappa + 1)
-    return math.log(1 / tol) / (-2 * math.log(rho)) if kappa > 1 else 1
+    of its start: ``ln(1/tol) / (-2 ln q)`` with ``q = (kappa - 1) / (kappa + 1)``."""
+    q = (kappa - 1) / (kappa + 1)
+    return math.log(1 / tol) / (-2 * math.log(q)) if kappa > 1 else 1
 
 
 def gradient_descent(
