@@ -39,3 +39,39 @@ def test_the_check_counts_lines_of_code_cells_only():
 def test_chapter_code_cells_are_at_most_30_lines(path):
     found = long_cells(json.loads(path.read_text(encoding="utf-8")))
     assert not found, f"cells over {LIMIT} lines (move helpers to normlib.lab):\n" + "\n".join(found)
+
+
+def cell_id_problems(nb: dict) -> list[str]:
+    """Cells without an id, with an id nbformat 4.5 rejects, or with a repeated id."""
+    import re
+
+    problems, seen = [], set()
+    for index, cell in enumerate(nb["cells"]):
+        cell_id = cell.get("id")
+        if not cell_id:
+            problems.append(f"cell {index}: no id")
+        elif not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", cell_id):
+            problems.append(f"cell {index}: invalid id {cell_id!r}")
+        elif cell_id in seen:
+            problems.append(f"cell {index}: repeated id {cell_id!r}")
+        seen.add(cell_id)
+    return problems
+
+
+def test_the_id_check_finds_missing_and_repeated_ids():
+    cells = [{"id": "a"}, {"id": "a"}, {}, {"id": "no spaces"}]
+    assert cell_id_problems({"cells": cells}) == [
+        "cell 1: repeated id 'a'",
+        "cell 2: no id",
+        "cell 3: invalid id 'no spaces'",
+    ]
+
+
+NOTEBOOKS = CHAPTERS + sorted((ROOT / "exercises").glob("*/*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in NOTEBOOKS])
+def test_every_cell_has_a_unique_id(path):
+    """nbformat 4.5 requires cell ids; a missing one is a warning today and an error later."""
+    found = cell_id_problems(json.loads(path.read_text(encoding="utf-8")))
+    assert not found, "\n".join(found)
