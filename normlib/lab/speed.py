@@ -29,6 +29,8 @@ import torch
 
 from normlib import bench
 
+from .train import capture
+
 __all__ = [
     "parse_cache_size",
     "last_level_cache",
@@ -320,20 +322,10 @@ def forward_and_backward(
 
 
 def module_inputs(model: torch.nn.Module, inputs: torch.Tensor, kind: type) -> Dict[str, torch.Tensor]:
-    """``{name: input}`` of every submodule of type ``kind`` in one no-grad forward pass."""
-    seen: Dict[str, torch.Tensor] = {}
-    hooks = [
-        module.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, args[0]))
-        for name, module in model.named_modules()
-        if isinstance(module, kind)
-    ]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return seen
+    """``{name: input}`` of every submodule of type ``kind`` in one no-grad forward pass
+    (:func:`normlib.lab.train.capture` with ``where="input"``)."""
+    names = [name for name, module in model.named_modules() if isinstance(module, kind)]
+    return capture(model, inputs, names, where="input")
 
 
 def size_sweep(
