@@ -185,15 +185,15 @@ def test_fused_kernels_names_one_kernel_for_an_add_and_a_layer_norm():
 
 
 @pytest.mark.parametrize(
-    "nbytes, label", [(16 * 1024, "16 KB"), (1536 * 1024, "1.5 MB"), (128 * 2**20, "128 MB"), (512, "0.5 KB")]
+    "nbytes, label", [(16 * 1024, "16 KiB"), (1536 * 1024, "1.5 MiB"), (128 * 2**20, "128 MiB"), (512, "0.5 KiB")]
 )
 def test_size_label(nbytes, label):
     assert speed_figures.size_label(nbytes) == label
 
 
 def test_cache_relation():
-    assert speed_figures.cache_relation(4 * 2**20, 32 * 2**20) == "fits in the 32 MB last-level cache"
-    assert speed_figures.cache_relation(128 * 2**20, 32 * 2**20) == "4× the 32 MB last-level cache"
+    assert speed_figures.cache_relation(4 * 2**20, 32 * 2**20) == "fits in the 32 MiB last-level cache"
+    assert speed_figures.cache_relation(128 * 2**20, 32 * 2**20) == "4× the 32 MiB last-level cache"
 
 
 def test_variance_figure_draws_algorithms_in_neutral_styles():
@@ -212,7 +212,7 @@ def test_bandwidth_frame_scales_the_bars_to_their_frame():
     fig = speed_figures.bandwidth_frame(sizes, curves, 1, 32 * 2**20)
     right = fig.axes[1]
     assert right.get_xlim()[1] == pytest.approx(1.3 * 5.0)
-    assert "4× the 32 MB" in fig._suptitle.get_text()
+    assert "4× the 32 MiB" in fig._suptitle.get_text()
     method_colours = {c.lower() for c in viz.METHOD_COLORS.values()}
     assert not {matplotlib.colors.to_hex(p.get_facecolor()) for p in right.patches} & method_colours
     plt.close(fig)

@@ -18,10 +18,10 @@ __all__ = ["size_label", "cache_relation", "variance_errors", "bandwidth_frame"]
 
 
 def size_label(nbytes: int) -> str:
-    """A tensor size for a label: ``"16 KB"``, ``"4 MB"``, ``"128 MB"`` (powers of 1024)."""
+    """A tensor size for a label: ``"16 KiB"``, ``"4 MiB"``, ``"128 MiB"`` (powers of 1024)."""
     if nbytes >= 2**20:
-        return f"{nbytes / 2**20:.3g} MB"
-    return f"{nbytes / 2**10:.3g} KB"
+        return f"{nbytes / 2**20:.3g} MiB"
+    return f"{nbytes / 2**10:.3g} KiB"
 
 
 def cache_relation(nbytes: int, cache_bytes: int) -> str:
