@@ -7,6 +7,8 @@ another ``sampler``.
 * :func:`batches` -- shuffled mini-batches of two tensors, reproducible with a generator.
 * :func:`non_iid_batches` -- mini-batches that each hold only a few classes (not i.i.d.), the
   setting in which Batch Renormalization was tested (chapter 9).
+* :func:`random_picks` -- the indices of many random batches of distinct samples, to measure
+  how a batch statistic varies (chapters 4 and 8).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["batches", "non_iid_batches"]
+__all__ = ["batches", "non_iid_batches", "random_picks"]
 
 
 def batches(
@@ -94,3 +96,9 @@ def non_iid_batches(
         chosen = torch.multinomial(left, classes_per_batch, replacement=False, generator=generator)
         index = torch.cat([stacks[int(c)].pop() for c in chosen]).to(x.device)
         yield x[index], y[index]
+
+
+def random_picks(pool: int, batch: int, draws: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """A ``(draws, batch)`` tensor of indices: row ``i`` is a random batch of ``batch`` distinct
+    samples out of ``pool`` (the first ``batch`` entries of a random permutation)."""
+    return torch.stack([torch.randperm(pool, generator=generator)[:batch] for _ in range(draws)])

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .. import functional as NF
 from ..bn_tools import recompute_bn_stats
 from . import models, train
+from .batching import random_picks
 from .data import Dataset, batches
 
 __all__ = [
@@ -192,7 +193,7 @@ def batch_mean_noise(features: Tensor, batch_size: int, *, trials: int = 2000, g
     positions = features[0, 0].numel()
     image_means = features.reshape(pool, channels, positions).mean(dim=2)  # (P, C)
     total = features.transpose(0, 1).reshape(channels, -1).var(dim=1, correction=0)
-    picks = torch.stack([torch.randperm(pool, generator=generator)[:batch_size] for _ in range(trials)])
+    picks = random_picks(pool, batch_size, trials, generator)
     batch_means = image_means[picks].mean(dim=1)  # (trials, C)
     finite_pool = (pool - batch_size) / (pool - 1)
     return {

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from normlib.functional import normalize
 
 from . import train
+from .batching import random_picks
 
 __all__ = [
     "recipe_counts",
@@ -109,8 +110,7 @@ def batch_mean_draws(features: Tensor, batch: int, draws: int, *, seed: int = 0)
     """Per-channel means of ``draws`` random batches of ``batch`` images of ``features``
     ``(M, C, H, W)``, each mean over the batch and all positions, as BatchNorm computes it in
     training mode: a ``(draws, C)`` tensor. Images of one batch are distinct."""
-    generator = torch.Generator().manual_seed(seed)
-    picks = torch.stack([torch.randperm(len(features), generator=generator)[:batch] for _ in range(draws)])
+    picks = random_picks(len(features), batch, draws, torch.Generator().manual_seed(seed))
     return features[picks.to(features.device)].mean(dim=(1, 3, 4))
 
 

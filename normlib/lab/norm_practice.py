@@ -129,10 +129,10 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     any shape: LayerNorm([C, H, W]) has 3-D ones), every bias and every
     other 0-D or 1-D parameter goes to a group without weight decay.
     Pass the result to an optimizer: ``torch.optim.AdamW(groups, ...)``."""
-    norm_params = set()
-    for module in model.modules():
-        if _is_norm(module):
-            norm_params.update(id(p) for p in module.parameters(recurse=False))
+    norm_types = _norm_types()
+    norm_params = {
+        id(p) for module in model.modules() if isinstance(module, norm_types) for p in module.parameters(recurse=False)
+    }
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -145,8 +145,8 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> List[Dict]:
     ]
 
 
-def _is_norm(module: nn.Module) -> bool:
-    """A normalization layer of torch.nn or of normlib."""
+def _norm_types() -> tuple:
+    """The normalization layer classes of torch.nn and of normlib."""
     import normlib
 
     ours = tuple(
@@ -154,5 +154,4 @@ def _is_norm(module: nn.Module) -> bool:
         for obj in (getattr(normlib, name) for name in normlib.__all__)
         if isinstance(obj, type) and issubclass(obj, nn.Module) and "Norm" in obj.__name__
     )
-    torch_norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
-    return isinstance(module, torch_norms + ours)
+    return (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm) + ours
