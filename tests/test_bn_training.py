@@ -83,6 +83,67 @@ def test_deep_mlp_scales_only_the_layers_that_feed_the_norm():
     assert plain.linear1.bias is not None and isinstance(plain.norm1, torch.nn.Identity)
 
 
+def test_deep_mlp_eps_reaches_every_norm_layer_and_needs_one():
+    model = bn_training.deep_mlp("bn", eps=1e-12)()
+    assert [m.eps for n, m in model.named_children() if n.startswith("norm")] == [1e-12] * 5
+    assert bn_training.deep_mlp("bn")().norm3.eps == 1e-5
+    with pytest.raises(ValueError, match="eps needs a normalization layer"):
+        bn_training.deep_mlp("none", eps=1e-12)
+
+
+def test_sgd_by_role_gives_each_kind_of_parameter_its_rate():
+    model = bn_training.deep_mlp("bn", depth=3)()
+    opt = bn_training.sgd_by_role(31.0, 0.5, 0.1)([p for p in model.parameters()])
+    rate = {id(p): group["lr"] for group in opt.param_groups for p in group["params"]}
+    assert len(rate) == len(list(model.parameters()))
+    for name, p in model.named_parameters():
+        expected = 31.0 if name.startswith("linear") else 0.5 if name.startswith("norm") else 0.1
+        assert rate[id(p)] == expected, name
+    # One plain SGD step moves each parameter by its own rate times its gradient.
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt.step()
+    for name, p in model.named_parameters():
+        assert torch.allclose(before[name] - p.detach(), torch.full_like(p, rate[id(p)])), name
+
+
+def test_sgd_by_role_refuses_parameters_it_cannot_place():
+    plain = bn_training.deep_mlp("none", depth=2)()  # hidden biases: weight, bias, ...
+    with pytest.raises(ValueError, match="expects the parameters of deep_mlp"):
+        bn_training.sgd_by_role(1.0, 1.0, 1.0)(list(plain.parameters()))
+    ln = bn_training.deep_mlp("ln", depth=2)()  # LayerNorm(64): gamma/beta of size 64 too
+    bn_training.sgd_by_role(1.0, 1.0, 1.0)(list(ln.parameters()))
+    with pytest.raises(ValueError, match="expects the parameters"):
+        bn_training.sgd_by_role(1.0, 1.0, 1.0)(list(ln.parameters())[:-1])
+
+
+def test_scaled_init_is_a_scaled_learning_rate_for_weights_that_feed_batchnorm():
+    """Chapter 4's identity: weights c*W at rate lr train like W at lr / c^2 (gamma, beta and
+    head at lr), exactly up to BatchNorm's eps; a tiny eps makes the losses agree."""
+    digits = tiny_data()
+    c2 = 0.01**2 / (2 / 64)
+    runs = bn_training.sweep(
+        {
+            "small": (bn_training.deep_mlp("bn", init=0.01, scale_head=False, eps=1e-12), {}),
+            "he": (
+                bn_training.deep_mlp("bn", init="he", scale_head=False, eps=1e-12),
+                {"optimizer": bn_training.sgd_by_role(0.1 / c2, 0.1, 0.1)},
+            ),
+            "he, same rate": (bn_training.deep_mlp("bn", init="he", scale_head=False, eps=1e-12), {}),
+        },
+        digits,
+        seeds=(0,),
+        steps=8,
+        batch_size=64,
+        lr=0.1,
+        progress=False,
+    )
+    small, he, same = (runs[k][0].train_loss for k in ("small", "he", "he, same rate"))
+    assert max(abs(a - b) for a, b in zip(small, he)) < 1e-4
+    assert max(abs(a - b) for a, b in zip(small, same)) > 1e-2  # the rate matters
+
+
 def tiny_data():
     digits = data.digits(standardize=True)
     return digits

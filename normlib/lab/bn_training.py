@@ -6,6 +6,8 @@
 * :func:`deep_mlp` -- the chapter's six-layer ReLU network, optionally with its
   head left at PyTorch's default initialization while the layers that feed
   BatchNorm get another scale.
+* :func:`sgd_by_role` -- plain SGD with one learning rate for the weights that feed
+  BatchNorm, one for BatchNorm's gamma and beta, one for the head.
 * :func:`sweep` -- training runs over a grid of settings and seeds.
 * :func:`trained` and :func:`small_batch_accuracies` -- a trained model, and its
   accuracy with batch statistics, running statistics and recomputed (precise)
@@ -19,7 +21,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, Hashable, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Hashable, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +36,7 @@ __all__ = [
     "four_gradients",
     "largest_difference",
     "deep_mlp",
+    "sgd_by_role",
     "sweep",
     "trained",
     "small_batch_accuracies",
@@ -103,22 +106,69 @@ def largest_difference(results: Mapping[str, Gradients], reference: str = "torch
     )
 
 
-def deep_mlp(norm: str, init="he", *, scale_head: bool = True, depth: int = 5, width: int = 64):
+def deep_mlp(
+    norm: str, init="he", *, scale_head: bool = True, depth: int = 5, width: int = 64, eps: Optional[float] = None
+):
     """A builder (no arguments -> model) of the chapter's ReLU network: ``depth`` hidden
     layers of ``width`` on 64 inputs, 10 classes, hidden biases only without
     normalization. ``init`` is passed to :func:`normlib.lab.models.mlp` (``"he"`` or the
     standard deviation of N(0, std) weights). With ``scale_head=False`` the head keeps
     PyTorch's default initialization, so only the layers that feed a normalization (or,
     without one, the hidden layers) get ``init``: a large head would saturate the
-    softmax whatever the normalization does."""
+    softmax whatever the normalization does. ``eps`` replaces the normalization layers'
+    epsilon (PyTorch's default 1e-5) where given."""
+    if eps is not None and norm == "none":
+        raise ValueError("deep_mlp: eps needs a normalization layer, but norm='none'")
 
     def build() -> nn.Sequential:
         model = models.mlp(64, 10, hidden=(width,) * depth, norm=norm, bias=(norm == "none"), init=init)
         if not scale_head:
             model.head.reset_parameters()
+        if eps is not None:
+            for name, module in model.named_children():
+                if name.startswith("norm"):
+                    module.eps = eps
         return model
 
     return build
+
+
+def sgd_by_role(hidden: float, affine: float, head: float) -> Callable[[Sequence[Tensor]], torch.optim.SGD]:
+    """An ``optimizer`` for :func:`normlib.lab.train.fit` (plain SGD) that gives the
+    parameters of a :func:`deep_mlp` ``("bn")`` network three learning rates: ``hidden``
+    for the weights of the hidden layers (those that feed BatchNorm), ``affine`` for
+    BatchNorm's gamma and beta, ``head`` for the head's weight and bias.
+
+    ``fit`` passes the parameters in ``model.parameters()`` order: each hidden layer's
+    weight, then its BatchNorm's gamma and beta, and the head's weight and bias last.
+    Parameters in any other arrangement (a plain network's hidden biases, say) raise a
+    ValueError rather than get a wrong rate."""
+
+    def make(params: Sequence[Tensor]) -> torch.optim.SGD:
+        params = list(params)
+        body, head_params = params[:-2], params[-2:]
+        weights, gammas, betas = body[0::3], body[1::3], body[2::3]
+        shapes_ok = (
+            len(params) >= 5
+            and len(body) % 3 == 0
+            and [p.dim() for p in head_params] == [2, 1]
+            and all(w.dim() == 2 for w in weights)
+            and all(g.dim() == 1 and g.shape == b.shape == w.shape[:1] for w, g, b in zip(weights, gammas, betas))
+        )
+        if not shapes_ok:
+            raise ValueError(
+                "sgd_by_role expects the parameters of deep_mlp('bn'): per hidden layer a weight, "
+                "then gamma and beta of its size, and the head's weight and bias last; got shapes "
+                f"{[tuple(p.shape) for p in params]}"
+            )
+        groups = [
+            {"params": weights, "lr": hidden},
+            {"params": gammas + betas, "lr": affine},
+            {"params": head_params, "lr": head},
+        ]
+        return torch.optim.SGD(groups, lr=head)
+
+    return make
 
 
 def sweep(
