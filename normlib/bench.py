@@ -258,11 +258,18 @@ def measure(
     ``scale`` multiplies the batch size (``0.25`` gives quarter-size inputs). With
     ``compile=False`` the compiled column is left out. ``rounds`` interleaved rounds of
     ``min_run_time`` seconds per measurement; ``clock`` as in :func:`seconds`.
+
+    Besides the rows and compile times, the dict records ``wall_s``, the wall-clock seconds
+    of the whole call (compilation included), and ``compile_cache_empty``: whether
+    TorchInductor's on-disk cache was empty when the call started (so that the compile
+    times are cold-start times), None without ``compile``.
     """
     device = torch.device(device) if device is not None else normlib.device()
     if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
         raise ValueError("clock='cpu' measures one thread: it needs the CPU device and torch.set_num_threads(1)")
     log = log or (lambda message: None)
+    started_run = time.perf_counter()
+    cache_was_empty = _compile_cache_empty() if compile else None
     results = []
     compile_times = []
     for case in cases:
@@ -332,7 +339,21 @@ def measure(
         "date": datetime.date.today().isoformat(),
         "results": results,
         "compile_times": compile_times,
+        "compile_cache_empty": cache_was_empty,
+        "wall_s": time.perf_counter() - started_run,
     }
+
+
+def _compile_cache_empty() -> Optional[bool]:
+    """Whether TorchInductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR`` or its default
+    folder) holds nothing yet, so that the compile times are cold-start times; None if
+    this PyTorch keeps its cache elsewhere."""
+    try:
+        from torch._inductor.runtime.runtime_utils import cache_dir
+    except ImportError:
+        return None
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir()
+    return not os.path.isdir(folder) or not any(os.scandir(folder))
 
 
 def _sync(device: torch.device) -> None:

@@ -6,6 +6,7 @@ full run the chapter shows is complete.
 """
 
 import json
+import time
 
 import pytest
 import torch
@@ -114,3 +115,27 @@ def test_keep_freed_memory_is_reported_and_optional(monkeypatch):
     assert calls == [1] and "freed memory kept" in bench.describe(run)
     run = bench.main(["--no-compile", "--layers", "ln", "--allocator-defaults"])
     assert calls == [1] and "allocator defaults" in bench.describe(run)
+
+
+def test_run_records_its_wall_time_and_the_compile_cache_state(tmp_path, monkeypatch):
+    """wall_s covers the whole call; compile_cache_empty says whether compile times are
+    cold-start times: None without compiling, True/False from the cache folder's content."""
+    case = bench.Case("LayerNorm(16)", "ln", lambda: nn.LayerNorm(16), lambda: normlib.LayerNorm(16), (4, 3, 16))
+    started = time.perf_counter()
+    run = bench.measure([case], "cpu", compile=False, rounds=1, min_run_time=0.001)
+    assert 0 < run["wall_s"] <= time.perf_counter() - started
+    assert run["compile_cache_empty"] is None
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    assert bench._compile_cache_empty() is True
+    (tmp_path / "cache").mkdir()
+    assert bench._compile_cache_empty() is True
+    (tmp_path / "cache" / "kernel.so").write_bytes(b"")
+    assert bench._compile_cache_empty() is False
+
+
+def test_stored_run_compiled_from_an_empty_cache():
+    """Chapter 11 calls the stored compile times cold-start times and quotes the run's length."""
+    run = bench.stored_results()
+    assert run["compile_cache_empty"] is True
+    total = sum(c["forward_s"] + c["backward_s"] for c in run["compile_times"])
+    assert 0 < total < run["wall_s"]
