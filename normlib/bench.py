@@ -44,11 +44,13 @@ import datetime
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -69,6 +71,8 @@ __all__ = [
     "format_compile_table",
     "describe",
     "stored_results",
+    "parse_cache_size",
+    "last_level_cache",
     "main",
 ]
 
@@ -262,15 +266,18 @@ def measure(
     ``min_run_time`` seconds per measurement; ``clock`` as in :func:`seconds`.
 
     Besides the rows and compile times, the dict records ``wall_s``, the wall-clock seconds
-    of the whole call (compilation included), and ``compile_cache_empty``: whether
+    of the whole call (compilation included); ``compile_cache_empty``: whether
     TorchInductor's on-disk cache was empty when the call started (so that the compile
-    times are cold-start times), None without ``compile``.
+    times are cold-start times), None without ``compile``; and the device's last-level
+    cache (:func:`last_level_cache`) as ``last_level_cache_bytes`` and
+    ``last_level_cache_source``, to tell which tensors fit in it.
     """
     device = torch.device(device) if device is not None else normlib.device()
     if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
         raise ValueError("clock='cpu' measures one thread: it needs the CPU device and torch.set_num_threads(1)")
     log = log or (lambda message: None)
     started_run = time.perf_counter()
+    cache_bytes, cache_source = last_level_cache(device)
     cache_was_empty = _compile_cache_empty() if compile else None
     results = []
     compile_times = []
@@ -343,6 +350,8 @@ def measure(
         "compile_times": compile_times,
         "compile_cache_empty": cache_was_empty,
         "wall_s": time.perf_counter() - started_run,
+        "last_level_cache_bytes": cache_bytes,
+        "last_level_cache_source": cache_source,
     }
 
 
@@ -356,6 +365,66 @@ def _compile_cache_empty() -> Optional[bool]:
         return None
     folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir()
     return not os.path.isdir(folder) or not any(os.scandir(folder))
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20}
+_UNITS.update({"mb": 2**20, "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30})
+
+
+def parse_cache_size(text: str) -> int:
+    """Bytes in a cache size as Linux writes it: ``"32768K"``, ``"1 MiB"``, ``"512"``."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if unit not in _UNITS:
+        raise ValueError(f"not a cache size: {text!r}")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def _sysfs_cache(root: Path) -> Optional[Tuple[int, str]]:
+    best = None
+    for index in sorted(root.glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = parse_cache_size((index / "size").read_text())
+        except (OSError, ValueError):
+            continue
+        if kind != "Instruction" and (best is None or level > best[0]):
+            best = (level, size)
+    if best is None:
+        return None
+    return best[1], f"L{best[0]}, from {root}"
+
+
+def last_level_cache(
+    device: Optional[torch.device] = None,
+    root: str = "/sys/devices/system/cpu/cpu0/cache",
+) -> Tuple[int, str]:
+    """(bytes, where the number comes from) of the device's last-level cache.
+
+    A GPU whose properties report an L2 cache size gives that. Otherwise the highest data or unified level in ``root``
+    (Linux sysfs) is used, else ``os.sysconf``'s L3 or L2 size; where none can be read,
+    32 MiB is assumed, and the source says so.
+    """
+    device = torch.device(device or "cpu")
+    if device.type != "cpu":  # an accelerator whose torch module reports its L2 cache
+        module = getattr(torch, device.type, None)
+        get_properties = getattr(module, "get_device_properties", None)
+        props = get_properties(device) if get_properties else None
+        size = getattr(props, "L2_cache_size", 0) if props is not None else 0
+        if size:
+            return size, f"L2 cache of {getattr(props, 'name', device.type)}"
+    found = _sysfs_cache(Path(root))
+    if found is not None:
+        return found
+    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
+        try:
+            size = os.sysconf(name)
+        except (ValueError, OSError, AttributeError):
+            continue
+        if size and size > 0:
+            return size, f"{name} from os.sysconf"
+    return 32 * 2**20, "not readable here: 32 MiB assumed"
 
 
 def _sync(device: torch.device) -> None:

@@ -21,13 +21,13 @@ CPU = torch.device("cpu")
     "text, size", [("32768K", 32 * 2**20), ("1 MiB", 2**20), ("512", 512), ("48k\n", 48 * 1024), ("2G", 2**31)]
 )
 def test_parse_cache_size(text, size):
-    assert speed.parse_cache_size(text) == size
+    assert bench.parse_cache_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["", "abc", "12 parsecs", "-3K"])
 def test_parse_cache_size_rejects_what_is_not_a_size(text):
     with pytest.raises(ValueError):
-        speed.parse_cache_size(text)
+        bench.parse_cache_size(text)
 
 
 def _cache_tree(root, entries):
@@ -44,16 +44,16 @@ def test_last_level_cache_takes_the_highest_data_or_unified_level(tmp_path):
         tmp_path,
         [(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "1024K"), (3, "Unified", "32768K")],
     )
-    size, source = speed.last_level_cache(CPU, root=str(tmp_path))
+    size, source = bench.last_level_cache(CPU, root=str(tmp_path))
     assert size == 32 * 2**20 and source.startswith("L3")
     # An instruction cache is never the last level for data.
     other = tmp_path / "other"
     _cache_tree(other, [(1, "Data", "32K"), (2, "Unified", "512K"), (3, "Instruction", "8M")])
-    assert speed.last_level_cache(CPU, root=str(other)) == (512 * 1024, f"L2, from {other}")
+    assert bench.last_level_cache(CPU, root=str(other)) == (512 * 1024, f"L2, from {other}")
 
 
 def test_last_level_cache_falls_back_where_sysfs_is_missing(tmp_path):
-    size, source = speed.last_level_cache(CPU, root=str(tmp_path / "absent"))
+    size, source = bench.last_level_cache(CPU, root=str(tmp_path / "absent"))
     assert size > 0 and "sysfs" not in source
     assert "sysconf" in source or "assumed" in source
 
@@ -223,8 +223,8 @@ def test_an_accelerator_reports_its_l2_cache(monkeypatch):
 
     fake = SimpleNamespace(L2_cache_size=50 * 2**20, name="Fake GPU")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: fake)
-    size, source = speed.last_level_cache(torch.device("cuda"))
+    size, source = bench.last_level_cache(torch.device("cuda"))
     assert size == 50 * 2**20 and "Fake GPU" in source
     fake.L2_cache_size = 0  # nothing reported: fall back to the CPU's numbers
-    size, source = speed.last_level_cache(torch.device("cuda"), root="/nonexistent")
+    size, source = bench.last_level_cache(torch.device("cuda"), root="/nonexistent")
     assert size > 0 and "Fake GPU" not in source

@@ -1,8 +1,7 @@
 """Chapter 11's measuring tools: caches, steady timings, the heap, machine balance.
 
-* :func:`last_level_cache` -- the size of the device's last-level cache, read from the
-  machine (Linux sysfs, ``os.sysconf`` or CUDA's device properties), with its source;
-  :func:`yardstick_rows` sizes a tensor several times larger, so that a copy of it
+* :func:`yardstick_rows` -- the size of a tensor several times larger than the
+  last-level cache (:func:`normlib.bench.last_level_cache`), so that a copy of it
   measures the main memory, not a cache.
 * :func:`best_seconds` -- the fastest of interleaved timings; on the CPU with one thread
   and that thread's CPU time, which a busy machine disturbs far less than wall-clock time.
@@ -20,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import os
 import re
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Tuple
@@ -32,8 +30,6 @@ from normlib import bench
 from .train import capture
 
 __all__ = [
-    "parse_cache_size",
-    "last_level_cache",
     "yardstick_rows",
     "one_thread",
     "best_seconds",
@@ -52,65 +48,6 @@ __all__ = [
     "intensity",
     "fused_kernels",
 ]
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20}
-_UNITS.update({"mb": 2**20, "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30})
-
-
-def parse_cache_size(text: str) -> int:
-    """Bytes in a cache size as Linux writes it: ``"32768K"``, ``"1 MiB"``, ``"512"``."""
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
-    unit = match.group(2).lower() if match else None
-    if unit not in _UNITS:
-        raise ValueError(f"not a cache size: {text!r}")
-    return int(match.group(1)) * _UNITS[unit]
-
-
-def _sysfs_cache(root: Path) -> Optional[Tuple[int, str]]:
-    best = None
-    for index in sorted(root.glob("index*")):
-        try:
-            level = int((index / "level").read_text())
-            kind = (index / "type").read_text().strip()
-            size = parse_cache_size((index / "size").read_text())
-        except (OSError, ValueError):
-            continue
-        if kind != "Instruction" and (best is None or level > best[0]):
-            best = (level, size)
-    if best is None:
-        return None
-    return best[1], f"L{best[0]}, from {root}"
-
-
-def last_level_cache(
-    device: Optional[torch.device] = None,
-    root: str = "/sys/devices/system/cpu/cpu0/cache",
-) -> Tuple[int, str]:
-    """(bytes, where the number comes from) of the device's last-level cache.
-
-    A GPU whose properties report an L2 cache size gives that. Otherwise the highest data or unified level in ``root``
-    (Linux sysfs) is used, else ``os.sysconf``'s L3 or L2 size; where none can be read,
-    32 MiB is assumed, and the source says so.
-    """
-    device = torch.device(device or "cpu")
-    if device.type != "cpu":  # an accelerator whose torch module reports its L2 cache
-        module = getattr(torch, device.type, None)
-        get_properties = getattr(module, "get_device_properties", None)
-        props = get_properties(device) if get_properties else None
-        size = getattr(props, "L2_cache_size", 0) if props is not None else 0
-        if size:
-            return size, f"L2 cache of {getattr(props, 'name', device.type)}"
-    found = _sysfs_cache(Path(root))
-    if found is not None:
-        return found
-    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
-        try:
-            size = os.sysconf(name)
-        except (ValueError, OSError, AttributeError):
-            continue
-        if size and size > 0:
-            return size, f"{name} from os.sysconf"
-    return 32 * 2**20, "not readable here: 32 MiB assumed"
 
 
 def yardstick_rows(cache_bytes: int, multiple: int = 4, row: int = 512, element_size: int = 4) -> int:
