@@ -714,7 +714,8 @@ def _verify_batch_size(size: torch.Size) -> None:
     if values_per_channel == 1:
         raise ValueError(
             f"Expected more than 1 value per channel when training, got input size {size}: "
-            "the batch variance of a single value is 0, so training-mode BatchNorm would output 0"
+            "the batch variance of a single value is 0, so training-mode BatchNorm would normalize it "
+            "to 0 and output beta alone"
         )
 
 

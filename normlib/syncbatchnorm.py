@@ -96,7 +96,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got 1 value per channel over all "
                 f"{world_size} processes (input size here {tuple(input.shape)}): the batch variance of a "
-                "single value is 0, so training-mode BatchNorm would output 0"
+                "single value is 0, so training-mode BatchNorm would normalize it to 0 and output beta alone"
             )
         mean = (counts * means).sum(dim=0) / max(n, 1)
         var = (m2s.sum(dim=0) + (counts * (means - mean).square()).sum(dim=0)) / max(n, 1)  # biased

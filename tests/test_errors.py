@@ -127,6 +127,21 @@ CASES = [
 ]
 
 
+def test_batch_of_one_message_says_the_output_would_be_beta():
+    """The normalized value of a lone value is 0; the layer would output beta, not 0."""
+    layer = normlib.BatchNorm1d(4)
+    with torch.no_grad():
+        layer.bias.fill_(0.5)
+    with pytest.raises(ValueError) as error:
+        layer(torch.randn(1, 4))
+    message = str(error.value)
+    assert "would normalize it to 0 and output beta alone" in message
+    assert "would output 0" not in message
+    # what the message says: with a second value, a lone repeated value gives beta
+    same = layer(torch.full((2, 4), 3.0))
+    assert torch.allclose(same, layer.bias.expand(2, 4))
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_module_errors_match_torch(case):
     _, call, pattern = case

@@ -3,11 +3,12 @@
 import math
 
 import matplotlib
+import matplotlib.colors
 import pytest
 import torch
 
 import normlib
-from normlib.lab import inference, models
+from normlib.lab import inference, models, viz
 from normlib.lab.viz import inference as inference_viz
 
 matplotlib.use("Agg")
@@ -51,4 +52,17 @@ def test_running_mean_frame_title_states_the_end():
     fig = inference_viz.running_mean_frame([1.0, 2.0], [3.0, 0.0], [0.5, 0.25], None)
     title = fig.axes[0].get_title()
     assert "None (cumulative)" in title and "0.25" in title and "true mean 0" in title
+    matplotlib.pyplot.close(fig)
+
+
+def test_running_mean_frame_uses_neutral_styles_not_the_no_normalization_grey():
+    fig = inference_viz.running_mean_frame([1.0, 2.0], [3.0, 0.0], [0.5, 0.25], 0.1)
+    dots, true_mean, running = fig.axes[0].get_lines()
+    grey = matplotlib.colors.to_hex(viz.color("none"))
+    neutral = {matplotlib.colors.to_hex(s["color"]) for s in viz.neutral_styles(2)}
+    for line in (dots, true_mean):
+        assert matplotlib.colors.to_hex(line.get_color()) in neutral
+        assert matplotlib.colors.to_hex(line.get_color()) != grey
+    assert true_mean.get_linestyle() == "--"
+    assert matplotlib.colors.to_hex(running.get_color()) == viz.color("bn").lower()
     matplotlib.pyplot.close(fig)

@@ -60,3 +60,22 @@ def test_edge_map_and_correlation():
     # a change of contrast and brightness keeps the edges; another image does not
     torch.testing.assert_close(style.edge_correlation(a, 0.3 * a + 0.5), torch.ones(1))
     assert abs(float(style.edge_correlation(a, b))) < 0.3
+
+
+def test_fine_detail_share():
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(1, 3, 24, 24, generator=generator)
+    smooth = torch.nn.functional.avg_pool2d(noise, 5, stride=1)
+    # a change of contrast and brightness keeps it; white noise has far more fine detail
+    torch.testing.assert_close(style.fine_detail_share(0.3 * noise + 0.5), style.fine_detail_share(noise))
+    # (independent pixels: the Laplacian's variance is (16 + 4) times a pixel's)
+    assert abs(float(style.fine_detail_share(noise)) - 20**0.5) < 0.3
+    assert float(style.fine_detail_share(noise)) > 2 * float(style.fine_detail_share(smooth))
+    # the 4-neighbour Laplacian, by hand at one position
+    grey = noise.mean(dim=1)[0]
+    centre = grey[1:-1, 1:-1]
+    by_hand = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * centre
+    torch.testing.assert_close(style.fine_detail_share(noise)[0], by_hand.std() / grey.std())
+    # a linear ramp has no second differences
+    ramp = torch.linspace(0, 1, 10).expand(1, 3, 10, 10)
+    assert float(style.fine_detail_share(ramp)) < 1e-5

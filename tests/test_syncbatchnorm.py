@@ -216,6 +216,8 @@ def test_processes_match_batchnorm_on_the_whole_batch(world, cases, tmp_path):
         _check_case(case, results)
     for r in range(world):
         assert "more than 1 value per channel" in results[r]["lone"], f"rank {r}: {results[r]['lone']}"
+        # the layer would output beta, not 0: the message says so
+        assert "normalize it to 0 and output beta alone" in results[r]["lone"], f"rank {r}: {results[r]['lone']}"
 
 
 # --------------------------------------------------------------------------- one process

@@ -52,14 +52,14 @@ def _vector(generator: torch.Generator, size: int, dtype) -> Tensor:
 TRANSFORMATIONS: Dict[str, Transformation] = {
     # W -> delta * W: every weight scaled by one number.
     "weight matrix re-scaling": lambda W, x, g: (_positive(g, dtype=W.dtype) * W, x),
-    # W -> W + 1 gamma^T: the same vector added to every unit's incoming weights,
-    # so every summed input of a sample moves by the same amount gamma . x.
+    # W -> W + 1 v^T: the same vector v (Ba et al.'s gamma) added to every unit's incoming
+    # weights, so every summed input of a sample moves by the same amount v . x.
     "weight matrix re-centering": lambda W, x, g: (W + _vector(g, W.shape[1], W.dtype), x),
     # w_i -> delta_i * w_i: each unit's incoming weights scaled by its own number.
     "weight vector re-scaling": lambda W, x, g: (_positive(g, W.shape[0], 1, dtype=W.dtype) * W, x),
     # x -> delta * x for every training case.
     "dataset re-scaling": lambda W, x, g: (W, _positive(g, dtype=x.dtype) * x),
-    # x -> x + gamma for every training case.
+    # x -> x + v for every training case (v: a vector, Ba et al.'s gamma).
     "dataset re-centering": lambda W, x, g: (W, x + _vector(g, x.shape[1], x.dtype)),
     # x_0 -> delta * x_0 for one training case only.
     "single training case re-scaling": lambda W, x, g: (
