@@ -56,4 +56,3 @@ def test_intro_mapping_matches_readme_and_chapters():
     intro, readme = intro_sets(), readme_sets()
     assert intro == readme
     assert intro == linked_sets()
-
