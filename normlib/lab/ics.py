@@ -8,6 +8,8 @@
   loss landscape the first time the loss reaches each of some levels ("matched loss").
 * :func:`landscape` -- smoothness along the gradient and gradient ICS at the current state.
 * :func:`periodic`, :func:`matched` -- the recorders' measurements of several seeds, stacked.
+* :func:`by_seed`, :func:`times_largest`, :func:`count_above` -- the matched-loss landscape
+  seed by seed, and each seed against the largest value of a reference's seeds.
 
 Every measurement runs inside :func:`normlib.lab.train.sandbox` (through
 :mod:`normlib.lab.probes`), so a probe leaves the training run exactly as it was.
@@ -23,7 +25,16 @@ from torch import Tensor, nn
 
 from . import probes, train
 
-__all__ = ["percentile_probe", "landscape", "Recorder", "periodic", "matched"]
+__all__ = [
+    "percentile_probe",
+    "landscape",
+    "Recorder",
+    "periodic",
+    "matched",
+    "by_seed",
+    "times_largest",
+    "count_above",
+]
 
 Batch = Tuple[Tensor, Tensor]
 
@@ -184,3 +195,32 @@ def periodic(recorders: Sequence[Recorder], key: str) -> Tuple[np.ndarray, np.nd
 def matched(recorders: Sequence[Recorder], level: float) -> List[Tuple[int, dict]]:
     """The ``(step, landscape)`` of every recorder (seed) whose loss reached ``level``."""
     return [r.matched[level] for r in recorders if level in r.matched]
+
+
+def by_seed(recorders: Sequence[Recorder], level: float, key: str) -> List[Optional[float]]:
+    """Per recorder (seed): ``key`` of its landscape at loss ``level`` (``"step"``: the step),
+    or None where that seed's loss never reached ``level``."""
+    found = [r.matched.get(level) for r in recorders]
+    return [None if f is None else (f[0] if key == "step" else f[1][key]) for f in found]
+
+
+def times_largest(
+    recorders: Sequence[Recorder], reference: Sequence[Recorder], level: float, key: str
+) -> List[Optional[float]]:
+    """Per seed of ``recorders``: its ``key`` at ``level`` divided by the largest value of
+    ``reference``'s seeds there (None where the seed never reached ``level``)."""
+    reached = [v for v in by_seed(reference, level, key) if v is not None]
+    if not reached:
+        raise ValueError(f"times_largest: no reference seed reached the loss level {level}")
+    largest = max(reached)
+    return [None if v is None else v / largest for v in by_seed(recorders, level, key)]
+
+
+def count_above(
+    recorders: Sequence[Recorder], reference: Sequence[Recorder], levels: Sequence[float], key: str
+) -> Tuple[int, int]:
+    """Over ``levels`` and the seeds of ``recorders`` that reached them: (how many have a larger
+    ``key`` than every seed of ``reference`` at the same level, how many reached a level)."""
+    times = [t for level in levels for t in times_largest(recorders, reference, level, key)]
+    times = [t for t in times if t is not None]
+    return sum(t > 1 for t in times), len(times)

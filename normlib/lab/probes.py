@@ -53,11 +53,11 @@ def _per_unit(t: Tensor) -> Tensor:
 def distribution_shift(before: Tensor, after: Tensor) -> float:
     """How far each unit's distribution moved, relative to its spread, summed over units:
 
-        ``D = sum_j W1(before_j, after_j) / sum_j std(before_j)``
+        ``D = sum_j EMD(before_j, after_j) / sum_j std(before_j)``
 
     ``before`` and ``after`` are activations of the same inputs, shape ``(N, C, *)``; unit ``j``
     is feature (or channel) ``j``, its values are taken over the batch (and positions).
-    ``W1`` is the Wasserstein-1 (earth mover's) distance between the two sets of values; for
+    ``EMD`` is the Wasserstein-1 (earth mover's) distance between the two sets of values; for
     two sets of equal size it is the mean absolute difference of the sorted values, so ``D``
     is 0 for identical distributions, ``c / std`` for a shift by ``c``, and unchanged when
     both inputs are rescaled together. A unit with zero spread (a dead ReLU) adds nothing to

@@ -51,14 +51,17 @@ def loss_curves(curves: Mapping[str, np.ndarray], title: str):
 def stretch_frame(X: np.ndarray, y: np.ndarray, stretch: float, drawn: int = 30, max_steps: int = 20_000):
     """Loss contours of ``|Xw - y|^2 / (2n)`` for a two-column ``X`` (no intercept: centre
     ``X`` and ``y``), drawn to the same scale on both axes, and the first ``drawn`` steps
-    of gradient descent from ``w = 0`` at the best constant learning rate. Returns
+    of gradient descent from ``w = 0`` at the best constant learning rate; the axes hold the
+    minimizer and every drawn step. Returns
     ``(figure, steps)``, ``steps`` being the steps to an excess loss of 1e-6 of the start
     (or ``max_steps`` if it got no further; the title then says so)."""
     excess, path = lab.gradient_descent(X, y, lab.best_learning_rate(X), max_steps=max_steps, weights=True)
     steps, converged = len(excess) - 1, excess[-1] <= 1e-6
     H = lab.hessian(X)
     w_star = np.linalg.solve(H, X.T @ y / len(X))
-    half = 1.2 * np.abs(w_star).max()
+    shown = path[: drawn + 1]
+    # Axes that hold the minimizer and every drawn step (early steps may overshoot it).
+    half = 1.1 * max(np.abs(w_star).max(), np.abs(shown).max())
     grid = np.linspace(-half, half, 201)
     W1, W2 = np.meshgrid(grid, grid)
     E = np.stack([W1 - w_star[0], W2 - w_star[1]], axis=-1)
@@ -67,7 +70,7 @@ def stretch_frame(X: np.ndarray, y: np.ndarray, stretch: float, drawn: int = 30,
     levels = np.geomspace(0.05, 300, 12)
     ax.contour(W1, W2, excess_grid, levels=levels, colors="#c8c8c8", linewidths=0.7)
     style = neutral_styles(1)[0]
-    ax.plot(path[: drawn + 1, 0], path[: drawn + 1, 1], markersize=2.5, linewidth=1, **style)
+    ax.plot(shown[:, 0], shown[:, 1], markersize=2.5, linewidth=1, **style)
     ax.plot(*w_star, "*", color="black", markersize=9)
     kappa = lab.condition_number(X)
     reached = f"{steps} steps to 1e-6" if converged else f"not at 1e-6 in {steps} steps"

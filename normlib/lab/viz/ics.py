@@ -11,7 +11,9 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["plot_percentiles", "plot_median_band", "unit_histograms"]
+from .style import neutral_styles
+
+__all__ = ["plot_percentiles", "plot_median_band", "plot_floor", "unit_histograms"]
 
 _PERCENTILES = (("p85", "--"), ("p50", "-"), ("p15", ":"))
 
@@ -37,6 +39,23 @@ def plot_median_band(ax, steps, values, *, color: str, label: str, linestyle: st
     ax.plot(steps, np.median(values, axis=0), color=color, linestyle=linestyle, label=label)
     if len(values) > 1:
         ax.fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.2, linewidth=0)
+    return ax
+
+
+def plot_floor(ax, steps, values, *, label: str):
+    """``values[seed, time]`` at ``steps``: the median over seeds as hollow circles in the first
+    neutral colour, without a line, so that a line drawn through the same points stays visible
+    (a floor that coincides with a measurement). Returns ``ax``."""
+    ax.plot(
+        steps,
+        np.median(np.asarray(values, dtype=float), axis=0),
+        linestyle="none",
+        marker="o",
+        markersize=8,
+        markerfacecolor="none",
+        color=neutral_styles(1)[0]["color"],
+        label=label,
+    )
     return ax
 
 
