@@ -222,3 +222,11 @@ def test_neutral_styles_use_no_method_colour():
     assert len({(s["linestyle"], s["marker"]) for s in styles}) == len(styles)
     with pytest.raises(ValueError, match="offers 1 to"):
         viz.neutral_styles(99)
+
+
+def test_markdown_table_escapes_bars_in_the_header_too():
+    """A header such as "largest |a - b|" must not add cells: header, rule and rows keep
+    the same number of columns (chapter 1's table rendered as raw text before)."""
+    text = viz.markdown_table(["a", "largest |x - y|"], [(1, "|z|")]).data.splitlines()
+    unescaped = [line.replace("\\|", "") for line in text]
+    assert [line.count("|") for line in unescaped] == [3, 3, 3]

@@ -19,7 +19,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str |
     if len(align) != len(header):
         raise ValueError("align needs one letter per column")
     rule = {"l": ":--", "c": ":-:", "r": "--:"}
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
+    lines = [
+        "| " + " | ".join(str(h).replace("|", "\\|") for h in header) + " |",
+        "|" + "|".join(rule[a] for a in align) + "|",
+    ]
     for row in rows:
         if len(row) != len(header):
             raise ValueError(f"row {row!r} has {len(row)} cells, header has {len(header)}")
