@@ -7,6 +7,7 @@ full run the chapter shows is complete.
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +140,13 @@ def test_stored_run_compiled_from_an_empty_cache():
     assert run["compile_cache_empty"] is True
     total = sum(c["forward_s"] + c["backward_s"] for c in run["compile_times"])
     assert 0 < total < run["wall_s"]
+
+
+def test_readme_states_what_the_stored_run_shows():
+    """README: eager LayerNorm and GroupNorm take two to three times PyTorch's time for
+    forward plus backward; eager BatchNorm, InstanceNorm and RMSNorm are faster than PyTorch."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "between two and three\ntimes PyTorch's time for forward plus backward" in readme
+    ratio = {(r["key"], r["pass"]): r["eager_ratio"][0] for r in bench.stored_results()["results"]}
+    assert all(2 <= ratio[key, "fwd+bwd"] <= 3 for key in ("ln", "gn")), ratio
+    assert all(ratio[key, p] < 1 for key in ("bn", "in", "rms") for p in bench.PASSES), ratio
