@@ -57,13 +57,27 @@ def headings(cells):
     return found
 
 
+def directive_names(cells):
+    """The `:name:` of every directive (e.g. a "Common mistakes" box): Sphinx makes it an id."""
+    names = []
+    for cell in cells:
+        if cell["cell_type"] == "markdown":
+            names += re.findall(r"^:name:\s*(\S+)\s*$", "".join(cell["source"]), flags=re.M)
+    return names
+
+
 @cache
 def chapter_sections(name):
-    """{anchor id: heading markdown} of chapters/<name>, as the built page names them."""
+    """{anchor id: heading markdown} of chapters/<name>, as the built page names them.
+
+    Named directives count too, under their id, with the name as their "heading".
+    """
     nb = json.loads((CHAPTERS / name).read_text(encoding="utf-8"))
     sections = {}
     for _, markdown in headings(nb["cells"]):
         sections.setdefault(make_id(heading_text(markdown)), markdown)
+    for target in directive_names(nb["cells"]):
+        sections.setdefault(make_id(target), target)
     return sections
 
 
@@ -130,14 +144,15 @@ def test_derived_ids_match_the_sphinx_rules():
     )
     sections = chapter_sections("05_batchnorm_inference.ipynb")
     assert "keras-s-momentum" in sections and "forgetting-eval" in sections
+    assert "ch2-common-mistakes" in chapter_sections("02_why_normalize.ipynb")  # a named box
 
 
 @pytest.mark.parametrize("path", sorted(CHAPTERS.glob("*.ipynb")), ids=lambda p: p.name)
 def test_derived_ids_are_the_built_pages_ids(path):
-    """Where the book was built, every derived id is a section id of the page."""
+    """Where the book was built, every derived id is an id of the page."""
     page = ROOT / "_build" / "html" / "chapters" / f"{path.stem}.html"
     if not page.is_file():
         pytest.skip("the book is not built (make book)")
-    built = set(re.findall(r'<section[^>]*\bid="([^"]+)"', page.read_text(encoding="utf-8")))
+    built = set(re.findall(r'<[a-z]+[^>]*\bid="([^"]+)"', page.read_text(encoding="utf-8")))
     missing = set(chapter_sections(path.name)) - built
-    assert not missing, f"{path.name}: derived ids {sorted(missing)} are not section ids of {page}"
+    assert not missing, f"{path.name}: derived ids {sorted(missing)} are not ids of {page}"
