@@ -58,26 +58,31 @@ def headings(cells):
 
 
 def directive_names(cells):
-    """The `:name:` of every directive (e.g. a "Common mistakes" box): Sphinx makes it an id."""
-    names = []
+    """[(name, title)] of every directive with a `:name:` (e.g. a "Common mistakes" box).
+
+    Sphinx makes the name an id; the title is the directive's argument.
+    """
+    found = []
     for cell in cells:
         if cell["cell_type"] == "markdown":
-            names += re.findall(r"^:name:\s*(\S+)\s*$", "".join(cell["source"]), flags=re.M)
-    return names
+            text = "".join(cell["source"])
+            pattern = r"^[`~]{3,}\{[\w-]+\}[ \t]*(.*)\n(?::[\w-]+:.*\n)*?:name:[ \t]*(\S+)"
+            found += [(name, title) for title, name in re.findall(pattern, text, flags=re.M)]
+    return found
 
 
 @cache
 def chapter_sections(name):
     """{anchor id: heading markdown} of chapters/<name>, as the built page names them.
 
-    Named directives count too, under their id, with the name as their "heading".
+    Named directives count too, under their id, with their title as their "heading".
     """
     nb = json.loads((CHAPTERS / name).read_text(encoding="utf-8"))
     sections = {}
     for _, markdown in headings(nb["cells"]):
         sections.setdefault(make_id(heading_text(markdown)), markdown)
-    for target in directive_names(nb["cells"]):
-        sections.setdefault(make_id(target), target)
+    for target, title in directive_names(nb["cells"]):
+        sections.setdefault(make_id(target), title or target)
     return sections
 
 
