@@ -121,9 +121,10 @@ test-book: $(STAMP)
 	$(VENV)/bin/jupyter-book build $(JB_FLAGS) . 2>&1 | tee $(BUILD_DIR)/book-build.log
 	@echo "Book built: file://$(CURDIR)/$(BUILD_DIR)/html/index.html"
 
-# Every page of the HTML built last (by make book or make test) in headless Chromium.
+# Every page of the HTML built last (by make book or make test) in headless Chromium, and the
+# exercise sets' section links against the built pages' ids (tests/test_exercise_links.py).
 test-browser: $(STAMP)
-	@status=0; $(PYTEST) -v -m browser tests/test_browser.py || status=$$?; \
+	@status=0; $(PYTEST) -v -m browser tests/test_browser.py tests/test_exercise_links.py || status=$$?; \
 	echo "=== Browser test, page by page (screenshots in $(BUILD_DIR)/screenshots/) ==="; \
 	cat $(BUILD_DIR)/browser-report.txt 2>/dev/null || true; exit $$status
 

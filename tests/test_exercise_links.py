@@ -152,6 +152,7 @@ def test_derived_ids_match_the_sphinx_rules():
     assert "ch2-common-mistakes" in chapter_sections("02_why_normalize.ipynb")  # a named box
 
 
+@pytest.mark.browser  # runs in `make test-browser`, after the book is built
 @pytest.mark.parametrize("path", sorted(CHAPTERS.glob("*.ipynb")), ids=lambda p: p.name)
 def test_derived_ids_are_the_built_pages_ids(path):
     """Where the book was built, every derived id is an id of the page."""
