@@ -14,6 +14,7 @@ import tokenize
 from pathlib import Path
 
 import pytest
+from test_chapter_asserts import python_source
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
@@ -22,7 +23,6 @@ CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
 LABEL_PATTERN = re.compile(r"\beq-[\w-]+|\bch\d+-[\w-]+")
 # A displayed equation with a label: $$ ... $$ (label)
 _DEFINED_LABEL = re.compile(r"\$\$\s*\(([\w-]+)\)")
-_MAGIC = re.compile(r"^(\s*)[%!].*$", re.MULTILINE)
 
 
 def defined_labels(nb: dict) -> set[str]:
@@ -36,7 +36,7 @@ def defined_labels(nb: dict) -> set[str]:
 
 def comments(source: str) -> list[tuple[int, str]]:
     """(line number from 1, comment text) for every ``#`` comment of a code cell."""
-    python = _MAGIC.sub(lambda m: m.group(1) + "pass", source)
+    python = python_source(source)
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(python).readline))
     except (tokenize.TokenError, SyntaxError):
