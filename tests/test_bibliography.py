@@ -1,0 +1,48 @@
+"""The bibliography's author-year labels tell every entry apart.
+
+The book cites with sphinxcontrib-bibtex's ``author_year`` style (``_config.yml``): a citation
+reads "Surname et al. 2020". Two papers by the same first author in the same year would then
+render alike, and a reader could not tell which one a sentence cites; such pairs carry a
+letter in their year field (2020a, 2020b), as the printed literature does.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+
+from pybtex.database import parse_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def label(entry) -> str:
+    """The text an author_year citation shows: one or two surnames, or the first and "et al."."""
+    people = entry.persons["author"]
+    surnames = [" ".join(p.last_names) for p in people]
+    if len(surnames) == 1:
+        names = surnames[0]
+    elif len(surnames) == 2:
+        names = f"{surnames[0]} and {surnames[1]}"
+    else:
+        names = f"{surnames[0]} et al."
+    return f"{names} {entry.fields['year']}"
+
+
+def test_author_year_labels_are_unique():
+    entries = parse_file(ROOT / "references.bib").entries
+    keys_by_label = defaultdict(list)
+    for key, entry in entries.items():
+        keys_by_label[label(entry)].append(key)
+    clashes = {text: keys for text, keys in keys_by_label.items() if len(keys) > 1}
+    assert not clashes, f"entries that would cite alike (give their years a letter, 2020a/2020b): {clashes}"
+
+
+def test_a_letter_in_a_year_is_there_to_tell_two_entries_apart():
+    entries = parse_file(ROOT / "references.bib").entries
+    plain = defaultdict(list)  # the label each entry would have without its letter
+    for key, entry in entries.items():
+        year = entry.fields["year"]
+        plain[label(entry).removesuffix(year) + year.rstrip("abcdefgh")].append(year)
+    lettered = {text: years for text, years in plain.items() if any(not y.isdigit() for y in years)}
+    assert lettered, "no lettered years: the clash test has nothing to check here"
+    for text, years in lettered.items():
+        assert len(years) > 1 and len(set(years)) == len(years), (text, years)
