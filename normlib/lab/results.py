@@ -1,6 +1,6 @@
 """Numbers one chapter measures and another reads: the results files.
 
-Chapter 10 ("Choosing a normalizer") quotes the numbers that chapters 3 to 8 measured. Those
+Chapter 10 ("Choosing a normalizer") quotes the numbers that chapters 3 to 9 measured. Those
 chapters write them here with ``record``, and chapter 10 reads them with ``load``, so no number
 is typed by hand and every build shows the numbers of its own run.
 
@@ -51,6 +51,7 @@ GUIDE_CHAPTERS = (
     "06_layernorm",
     "07_instancenorm",
     "08_groupnorm",
+    "09_weights_and_choosing",
 )
 
 
