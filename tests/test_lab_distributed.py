@@ -4,7 +4,8 @@
   no process behind;
 * one data-parallel step with normlib.SyncBatchNorm equals one process on the concatenated
   batch (outputs, running statistics, averaged gradients); per-device BatchNorm does not;
-* a short data-parallel run keeps the synchronized replicas identical.
+* a short data-parallel run keeps the synchronized replicas identical;
+* DistributedDataParallel's defaults copy process 0's running statistics to every process.
 """
 
 from functools import partial
@@ -88,6 +89,25 @@ def test_experiment_keeps_synchronized_replicas_identical():
     assert first["allreduce_seconds"] > 0
     spread = first["spread"]
     assert len(spread["worker"]) == len(spread["synchronized"]) == len(spread["population"]) == 16
+    assert [result["ddp_running_mean"] for result in results] == [0.0, 0.0]
+    assert not _children()
+
+
+def _running_mean_without_ddp(rank, world_size):
+    """ddp_buffer_sync's steps on the bare layer: what the running mean is without DDP's copy."""
+    layer = torch.nn.BatchNorm1d(1)
+    with torch.no_grad():
+        layer.running_mean.fill_(float(rank))
+        layer(torch.zeros(4, 1))
+    return float(layer.running_mean)
+
+
+def test_ddp_copies_process_0s_running_statistics_by_default():
+    """DDP's default forward copies process 0's buffers: process 1's own running mean (0.9 after
+    the update, as the control without DDP shows) is replaced by process 0's."""
+    assert distributed.launch(distributed.ddp_buffer_sync, 2, timeout=60) == [0.0, 0.0]
+    control = distributed.launch(_running_mean_without_ddp, 2, timeout=60)
+    assert control == [0.0, pytest.approx(0.9)]
     assert not _children()
 
 

@@ -15,8 +15,9 @@ The other functions run *inside* a worker, in the process group:
 * :func:`shard_sampler` -- every worker draws the same global batches of ``world_size * b``
   samples and keeps its own slice of ``b``;
 * :func:`fit_data_parallel` -- :func:`normlib.lab.train.fit` with both of the above;
-* :func:`batch_mean_spread`, :func:`median_step_seconds`, :func:`one_step_check` --
-  the measurements of chapter 8's section on BatchNorm across processes;
+* :func:`batch_mean_spread`, :func:`median_step_seconds`, :func:`one_step_check`,
+  :func:`ddp_buffer_sync` -- the measurements of chapter 8's section on BatchNorm across
+  processes;
 * :func:`experiment` -- all of it in one launch, as the chapter runs it.
 
 ``sync=True`` converts the model's BatchNorm layers with ``normlib.convert(model, sync=True)``
@@ -58,6 +59,7 @@ __all__ = [
     "fit_data_parallel",
     "batch_mean_spread",
     "median_step_seconds",
+    "ddp_buffer_sync",
     "one_step_check",
     "torch_sync_batchnorm_error",
     "experiment",
@@ -381,6 +383,24 @@ def torch_sync_batchnorm_error() -> str:
     return ""
 
 
+def ddp_buffer_sync(rank: int, world_size: int) -> float:
+    """What ``DistributedDataParallel`` with its defaults does to BatchNorm's running statistics.
+
+    Wraps a ``BatchNorm1d(1)`` (training mode), sets its running mean to this process's rank
+    and runs one forward pass on zeros. DDP copies process 0's buffers to every process at the
+    start of each forward by default, so the running mean is then ``0.9 * 0 + 0.1 * 0 = 0`` on
+    every process; without that copy it would be ``0.9 * rank``. Returns the running mean.
+    Every process of the group must call it (DDP's construction is a collective); the
+    arguments are those :func:`launch` passes.
+    """
+    layer = nn.BatchNorm1d(1)
+    wrapped = nn.parallel.DistributedDataParallel(layer)
+    with torch.no_grad():
+        layer.running_mean.fill_(float(rank))
+        wrapped(torch.zeros(4, 1))
+    return float(layer.running_mean)
+
+
 def experiment(
     rank: int,
     world_size: int,
@@ -405,8 +425,9 @@ def experiment(
     (``"step_seconds"[mode]``, of the first seed's trained model), the spread of the batch mean
     entering ``layer`` (``"spread"``, of the first seed's synchronized model), the one-step
     comparison with a single process (``"check"[mode]``), the median time of one all-reduce of
-    a BatchNorm layer's statistics (``"allreduce_seconds"``), and torch's own
-    ``nn.SyncBatchNorm``'s error on CPU tensors (``"torch_error"``).
+    a BatchNorm layer's statistics (``"allreduce_seconds"``), torch's own
+    ``nn.SyncBatchNorm``'s error on CPU tensors (``"torch_error"``), and the running mean that
+    :func:`ddp_buffer_sync` leaves (``"ddp_running_mean"``).
     """
     result: Dict[str, Any] = {"accuracy": {}, "step_seconds": {}, "check": {}}
     for mode in modes:
@@ -426,6 +447,7 @@ def experiment(
                         model, layer, dataset, batch_size=batch_size, draws=draws, seed=seed
                     )
     result["torch_error"] = torch_sync_batchnorm_error()
+    result["ddp_running_mean"] = ddp_buffer_sync(rank, world_size)
     result["allreduce_seconds"] = _allreduce_seconds(copy.deepcopy(model), layer, timing_steps)
     return result
 
