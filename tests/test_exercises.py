@@ -9,7 +9,9 @@ folder holding
 * ``empty.ipynb``: the generated student notebook as a learner receives it, which must run
   and score zero on every question;
 * ``wrong_<name>.ipynb``: each plausible wrong solution of ``<set>.wrong.yml``, which must
-  lose points on a hidden test of its question.
+  lose points on a hidden test of its question;
+* ``right_<name>.ipynb``: each correct answer in another style of ``<set>.right.yml``
+  (optional), which must score every point: no test may reject a right answer.
 
 Also: the committed student notebooks are what `make exercises` generates (not stale), their
 set-up cells point at the book's repository, and normlib.lab.exercises (the grader set-up,
@@ -54,12 +56,18 @@ MASTERS = ex.masters()
 SETS = [m.stem for m in MASTERS]
 
 
-def _wrong_solutions(set_name):
-    path = ex.SOURCE_DIR / f"{set_name}.wrong.yml"
+def _variants(set_name, kind):
+    """The entries of ``<set>.<kind>.yml`` (kind "wrong" or "right"), or {} without the file."""
+    path = ex.SOURCE_DIR / f"{set_name}.{kind}.yml"
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def _wrong_solutions(set_name):
+    return _variants(set_name, "wrong")
+
+
 WRONG = [(s, name) for s in SETS for name in _wrong_solutions(s)]
+RIGHT = [(s, name) for s in SETS for name in _variants(s, "right")]
 
 
 def _config():
@@ -143,8 +151,9 @@ def graded(assigned, tmp_path_factory):
         nbformat.write(solutions, folder / "correct.ipynb")
         shutil.copyfile(out / "student" / f"{set_name}.ipynb", folder / "empty.ipynb")
         (folder / "broken.ipynb").write_text('{"cells": [', encoding="utf-8")  # cannot be read
-        for name, spec in _wrong_solutions(set_name).items():
-            nbformat.write(_make_wrong(solutions, spec["replace"]), folder / f"wrong_{name}.ipynb")
+        for kind in ("wrong", "right"):
+            for name, spec in _variants(set_name, kind).items():
+                nbformat.write(_make_wrong(solutions, spec["replace"]), folder / f"{kind}_{name}.ipynb")
         csv_path, feedback = folder.parent / f"{set_name}_scores.csv", folder.parent / f"{set_name}_feedback"
         start = time.perf_counter()
         done = subprocess.run(
@@ -211,6 +220,23 @@ def test_wrong_solution_loses_points_on_a_hidden_test(graded, set_name, wrong):
     assert float(rows[f"wrong_{wrong}.ipynb"]["total_points_earned"]) < float(
         rows["correct.ipynb"]["total_points_earned"]
     )
+
+
+@pytest.mark.parametrize("set_name,right", RIGHT, ids=[f"{s}-{r}" for s, r in RIGHT])
+def test_right_answer_in_another_style_scores_every_point(graded, set_name, right):
+    spec = _variants(set_name, "right")[right]
+    rows, records, _ = graded[set_name]
+    record = records[f"right_{right}.ipynb"]
+    assert spec["question"] in record["questions"], f"{right}: no question {spec['question']}"
+    failed = [(q, t["message"]) for q, v in record["questions"].items() for t in v["tests"] if not t["passed"]]
+    assert not failed, f"{set_name}: the right answer {right} fails {failed}"
+    row = rows[f"right_{right}.ipynb"]
+    assert float(row["total_points_earned"]) == float(row["points_possible"]) > 0, row
+
+
+def test_right_answers_exist():
+    """At least one set keeps correct answers in other styles (the test above is not empty)."""
+    assert RIGHT
 
 
 @pytest.mark.parametrize("set_name", SETS)
