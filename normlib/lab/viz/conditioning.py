@@ -17,7 +17,7 @@ Imported as ``from normlib.lab.viz import conditioning``; experiment code lives 
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -85,7 +85,7 @@ def stretch_frame(X: np.ndarray, y: np.ndarray, stretch: float, drawn: int = 30,
     return fig, steps
 
 
-#: The panels of :func:`gain_frame`: (report key, y label, y scale).
+#: The panels of :func:`gain_frame`, each a (report key, y label, y scale) tuple.
 GAIN_PANELS = [
     ("std", "std of layer output", "log"),
     ("saturated", "fraction saturated", "linear"),
@@ -127,7 +127,7 @@ def gain_frame(
     return fig
 
 
-#: The panels of :func:`drift_figure`: (network, layer kind, panel title).
+#: The panels of :func:`drift_figure`, each a (network, layer kind, panel title) tuple.
 DRIFT_PANELS = [
     ("none", "act", "no normalization: layer outputs"),
     ("bn", "act", "BatchNorm: layer outputs"),
@@ -135,12 +135,13 @@ DRIFT_PANELS = [
 ]
 
 
-def drift_figure(histories: Mapping[str, object], title: str, panels: Sequence[Tuple[str, str, str]] = DRIFT_PANELS):
+def drift_figure(histories: Mapping[str, object], title: str, panels: Optional[Sequence[Tuple[str, str, str]]] = None):
     """The standard deviation of every layer at every evaluation step of ``histories``
     (``{"none": History, "bn": History}`` recorded with
-    :func:`~normlib.lab.conditioning.scale_probe`), one panel per entry of ``panels``. The
+    :func:`~normlib.lab.conditioning.scale_probe`), one panel per entry of ``panels`` (default :data:`DRIFT_PANELS`). The
     steps of one network are shades of its method's colour, lightest first; the last step
     is the darkest and widest line. Every panel has its own legend."""
+    panels = DRIFT_PANELS if panels is None else panels
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.1), sharey=True)
     for ax, (norm, kind, panel_title) in zip(axes, panels):
         history = histories[norm]
