@@ -30,17 +30,21 @@ __all__ = ["loss_curves", "stretch_frame", "gain_frame", "GAIN_PANELS", "drift_f
 
 def loss_curves(curves: Mapping[str, np.ndarray], title: str):
     """One line per entry of ``curves`` (name -> excess loss per step), log-log axes. The
-    last entry is drawn thickest (the chapter's standardized inputs)."""
+    last entry is drawn thickest (the chapter's standardized inputs).
+
+    ``curve[t]`` is the excess loss after ``t`` steps, so ``curve[0]`` is the start (1 for
+    excess relative to the start). Step ``t`` is drawn at ``x = t``: from step 1 on, since a
+    log axis has no 0."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     styles = neutral_styles(len(curves))[::-1]  # the last entry: dark, solid
     for (name, curve), style in zip(curves.items(), styles):
         style.pop("marker")
         width = 2.4 if name == list(curves)[-1] else 1.5
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=name, linewidth=width, **style)
+        ax.plot(np.arange(1, len(curve)), curve[1:], label=name, linewidth=width, **style)
     ax.set(
         xscale="log",
         yscale="log",
-        xlabel="gradient-descent step",
+        xlabel="gradient-descent step t",
         ylabel="excess loss / starting excess",
         title=title,
     )
