@@ -2,11 +2,16 @@
 
 From a shell::
 
-    python -m normlib.bench                 # the best device, the shapes Chapter 11 uses
-    python -m normlib.bench --quick         # smaller inputs, fewer repeats
+    # the best device, the shapes Chapter 11 uses
+    python -m normlib.bench
+    # smaller inputs, fewer repeats
+    python -m normlib.bench --quick
+    # the CPU on 2 threads; also write the results to a JSON file
     python -m normlib.bench --device cpu --threads 2 --json results.json
-    python -m normlib.bench --no-compile    # skip the compiled path (no C++ compiler needed)
-    python -m normlib.bench --device cpu --threads 1 --clock cpu   # steadier on a busy machine
+    # skip the compiled path (no C++ compiler needed)
+    python -m normlib.bench --no-compile
+    # steadier on a busy machine
+    python -m normlib.bench --device cpu --threads 1 --clock cpu
 
 For BatchNorm2d (training), LayerNorm, GroupNorm, InstanceNorm2d and RMSNorm, forward and
 forward+backward, it times three implementations on the same input and output gradient:

@@ -402,8 +402,11 @@ def _fused_backward(
     """Closed-form gradients with one full-size buffer (LayerNorm, RMSNorm) or two (per channel).
     With g = dy * gamma, x_hat the standardized x and sums over each statistic's m values::
 
-        dx = (g - sum(g) / m - x_hat * sum(g * x_hat) / m) / std      (no sum(g) term for RMSNorm)
-        dgamma = sum over the batch-like axes of dy * x_hat,  dbeta = the same sum of dy.
+        dx = (g - sum(g) / m - x_hat * sum(g * x_hat) / m) / std
+        dgamma = sum over the batch-like axes of dy * x_hat
+        dbeta = the same sum of dy
+
+    (RMSNorm has no sum(g) term.)
     """
     A, B, K, S = view.shape
     dtype = _compute_dtype(x.dtype)
@@ -640,7 +643,8 @@ def batch_norm_backward(
 
         dbeta  = sum(dy)
         dgamma = sum(dy * x_hat)
-        dx     = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))
+        dx     = gamma * inv_std / m
+                 * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))
 
     where every sum runs over ``dims``. ``x_hat`` and ``inv_std`` are those of the
     forward pass (inv_std keeps the reduced dims). Returns ``(dx, dweight, dbias)``

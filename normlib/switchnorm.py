@@ -10,8 +10,9 @@ each layer learn one: compute the three sets of statistics of the recipe::
 
 and normalize with their softmax-weighted mixtures::
 
-    mean = sum_k softmax(mean_weight)_k mu_k,    var = sum_k softmax(var_weight)_k sigma2_k,
-    y = gamma * (x - mean) / sqrt(var + eps) + beta,        k in (IN, LN, BN).
+    mean = sum_k softmax(mean_weight)_k mu_k,
+    var  = sum_k softmax(var_weight)_k sigma2_k,        k in (IN, LN, BN),
+    y    = gamma * (x - mean) / sqrt(var + eps) + beta.
 
 ``mean_weight`` and ``var_weight`` are three logits each, in that order, learned with the
 network; they start equal (ones), so each statistic starts with weight 1/3.

@@ -195,7 +195,8 @@ class NoisyNorm(nn.Module):
 
     ``NoisyNorm(BatchNorm1d(C))`` computes ``y = norm(x)`` and then, in training mode::
 
-        out[:, c, ...] = a_c * y[:, c, ...] + b_c,    a_c ~ U(scale),  b_c ~ U(shift),
+        out[:, c, ...] = a_c * y[:, c, ...] + b_c,
+        a_c ~ U(scale),  b_c ~ U(shift),
 
     drawn anew for every channel at every forward pass (one draw per channel, shared by the
     whole batch). Every unit's distribution therefore gets a new, random mean and spread at
