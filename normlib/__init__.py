@@ -3,22 +3,28 @@
 Choose the axes, compute mean and variance there, standardize, then scale and
 shift with learned gamma/beta. :mod:`normlib.functional` holds that recipe once;
 every layer below is a choice of axes. Swap ``torch.nn.X`` for ``normlib.X`` in any
-model, load a PyTorch checkpoint, and get the same numbers; ``normlib.convert(model)`` makes
+model, load a PyTorch checkpoint, and get the same numbers up to floating-point rounding
+(the operations run in another order); ``normlib.convert(model)`` makes
 that swap for every norm layer of a model (same tensors, modes and hooks), and
 ``normlib.to_torch(model)`` undoes it. In-place operations after a layer
 (``ReLU(inplace=True)``, ``out += identity``), channels-last inputs and ``torch.autocast``
 behave as with torch's layers.
 
-Two speeds, one set of numbers (Chapter 11):
+Two speeds, one set of numbers. Times below are those of the stored CPU run that
+Chapter 11 shows (:func:`normlib.bench.stored_results`), as multiples of PyTorch's native
+kernels' time:
 
 * **eager** (the default): the layers run the recipe through hand-fused autograd
-  Functions with closed-form backward passes. On a CPU they take from about 0.3x
-  (BatchNorm, InstanceNorm, RMSNorm) to about 2-3x (LayerNorm, GroupNorm, forward and
-  backward) the time of PyTorch's native kernels;
+  Functions with closed-form backward passes. BatchNorm, InstanceNorm and RMSNorm take
+  0.2x to 0.8x the native time (forward, and forward and backward); LayerNorm and
+  GroupNorm 1.3x to 1.6x forward and 2.5x to 2.7x forward and backward;
 * **compiled**: ``normlib.compiled(model)`` is ``torch.compile(model, fullgraph=True,
   dynamic=False)``. Under the compiler the layers run the readable ``normalize`` and the
-  compiler fuses it into native-speed kernels (C++ on the CPU, Triton on a GPU). The first
-  call compiles (seconds to a minute on a CPU); later calls with the same shapes reuse it.
+  compiler fuses it into C++ (CPU) or Triton (GPU) kernels. These take 0.2x to 0.6x the
+  native time for BatchNorm, InstanceNorm and RMSNorm and about 0.9x for LayerNorm's
+  forward, but 1.6x to 2.2x for GroupNorm and for LayerNorm's forward and backward: not
+  native speed everywhere. The first call compiles (seconds to a minute on a CPU); later
+  calls with the same shapes reuse it.
 
 ``python -m normlib.bench`` measures both against ``torch.nn``.
 """

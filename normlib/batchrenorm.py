@@ -5,7 +5,7 @@ Batch-Normalized Models" (NeurIPS 2017, arXiv:1702.03275; the book's ``ioffe2017
 batch's statistics in training and with the running ones in ``eval()``: the network is
 trained on one function and evaluated on another, and the two differ most when batches
 are small or not i.i.d. Batch renormalization keeps BatchNorm's training step and adds a
-per-channel correction from the batch's normalization to the running one,
+per-channel correction from the batch's normalization to the running one::
 
     r = clip(sigma_B / sigma, 1 / r_max, r_max)
     d = clip((mu_B - running_mean) / sigma, -d_max, d_max)
@@ -14,9 +14,11 @@ per-channel correction from the batch's normalization to the running one,
 with sigma_B = sqrt(var_B + eps) (biased batch variance) and sigma = sqrt(running_var + eps).
 r and d are constants for the backward pass (computed under ``torch.no_grad``): the
 gradient still flows through mu_B and sigma_B as in BatchNorm. Unclipped, the correction
-is exact, x_hat = (x - running_mean) / sigma, the eval() output; the clipping keeps a
-step from trusting running statistics that are still far off. The running statistics are
-updated after the step exactly as BatchNorm updates them.
+is exact, x_hat = (x - running_mean) / sigma: the output eval() gives with the running
+statistics from before this step's update; the clipping keeps a step from trusting running
+statistics that are still far off. The running statistics are then updated exactly as
+BatchNorm updates them, so eval() after the step normalizes with the moved statistics and
+gives a different output for the same batch.
 
 The paper starts training with r_max = 1 and d_max = 0 (plain BatchNorm) and relaxes them
 gradually to 3 and 5 (its ImageNet schedule). Here ``r_max`` and ``d_max`` are plain
@@ -202,10 +204,12 @@ class BatchRenorm1d(_BatchRenorm):
     -d_max, d_max)`` (sigma_B, sigma: batch and running ``sqrt(var + eps)``; r and d are
     constants for the gradient), then ``y = gamma * x_hat + beta``; the running statistics
     are updated afterwards exactly as BatchNorm1d's. In ``eval()``, BatchNorm1d's output with
-    the running statistics. Unclipped, both modes give the same output.
+    the running statistics. Unclipped, the training output equals the output of ``eval()``
+    with the running statistics from before this step's update (not after it: the update
+    moves them).
 
     Args:
-        num_features: C.
+        num_features: C, the number of channels (dim 1 of the input).
         eps: added to both variances (default 1e-5).
         momentum: running-statistics momentum, PyTorch's convention (weight of the new
             batch, default 0.1); ``None`` averages all batches equally.

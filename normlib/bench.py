@@ -1,10 +1,17 @@
 """normlib against torch.nn's native kernels: time ratios and bandwidth, measured in one run.
 
-    python -m normlib.bench                 # the best device, the shapes of the speed issue
-    python -m normlib.bench --quick         # smaller inputs, fewer repeats
+From a shell::
+
+    # the best device, the shapes Chapter 11 uses
+    python -m normlib.bench
+    # smaller inputs, fewer repeats
+    python -m normlib.bench --quick
+    # the CPU on 2 threads; also write the results to a JSON file
     python -m normlib.bench --device cpu --threads 2 --json results.json
-    python -m normlib.bench --no-compile    # skip the compiled path (no C++ compiler needed)
-    python -m normlib.bench --device cpu --threads 1 --clock cpu   # steadier on a busy machine
+    # skip the compiled path (no C++ compiler needed)
+    python -m normlib.bench --no-compile
+    # steadier on a busy machine
+    python -m normlib.bench --device cpu --threads 1 --clock cpu
 
 For BatchNorm2d (training), LayerNorm, GroupNorm, InstanceNorm2d and RMSNorm, forward and
 forward+backward, it times three implementations on the same input and output gradient:
@@ -248,7 +255,7 @@ def _summary(values: Sequence[float], best: float):
 
 
 def measure(
-    cases: Sequence[Case] = CASES,
+    cases: Optional[Sequence[Case]] = None,
     device: Optional[str] = None,
     *,
     scale: float = 1.0,
@@ -261,7 +268,7 @@ def measure(
 ) -> Dict:
     """Time every case and pass; returns a JSON-ready dict (see :func:`format_table`).
 
-    ``scale`` multiplies the batch size (``0.25`` gives quarter-size inputs). With
+    ``cases`` defaults to :data:`CASES`, the shapes Chapter 11 uses. ``scale`` multiplies the batch size (``0.25`` gives quarter-size inputs). With
     ``compile=False`` the compiled column is left out. ``rounds`` interleaved rounds of
     ``min_run_time`` seconds per measurement; ``clock`` as in :func:`seconds`.
 
@@ -281,7 +288,7 @@ def measure(
     cache_was_empty = _compile_cache_empty() if compile else None
     results = []
     compile_times = []
-    for case in cases:
+    for case in CASES if cases is None else cases:
         shape = (max(1, round(case.shape[0] * scale)),) + tuple(case.shape[1:])
         torch.manual_seed(0)
         x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)

@@ -16,6 +16,8 @@ otherwise from the order of the children of each container (exact for ``nn.Seque
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -193,6 +195,24 @@ class FoldReport:
         table = "| BatchNorm layer | result |\n|:--|:--|\n" + "\n".join(rows) if rows else "No BatchNorm layers."
         note = "" if self.traced else "\n\nThe model could not be traced: pairs were read from the order of children."
         return table + note
+
+
+def _empty_defaults_signature(cls: type) -> inspect.Signature:
+    """The signature of dataclass ``cls`` with each ``default_factory`` field's default shown as
+    the factory's value (``[]``, ``{}``) instead of ``<factory>``: help() and the API reference
+    read it from ``cls.__signature__``."""
+    factories = {
+        f.name: f.default_factory for f in dataclasses.fields(cls) if f.default_factory is not dataclasses.MISSING
+    }
+    signature = inspect.signature(cls)
+    return signature.replace(
+        parameters=[
+            p.replace(default=factories[p.name]()) if p.name in factories else p for p in signature.parameters.values()
+        ]
+    )
+
+
+FoldReport.__signature__ = _empty_defaults_signature(FoldReport)
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

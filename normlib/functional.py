@@ -400,10 +400,13 @@ def _fused_backward(
     needs_bias: bool,
 ):
     """Closed-form gradients with one full-size buffer (LayerNorm, RMSNorm) or two (per channel).
-    With g = dy * gamma, x_hat the standardized x and sums over each statistic's m values:
+    With g = dy * gamma, x_hat the standardized x and sums over each statistic's m values::
 
-        dx = (g - sum(g) / m - x_hat * sum(g * x_hat) / m) / std      (no sum(g) term for RMSNorm)
-        dgamma = sum over the batch-like axes of dy * x_hat,  dbeta = the same sum of dy.
+        dx = (g - sum(g) / m - x_hat * sum(g * x_hat) / m) / std
+        dgamma = sum over the batch-like axes of dy * x_hat
+        dbeta = the same sum of dy
+
+    (RMSNorm has no sum(g) term.)
     """
     A, B, K, S = view.shape
     dtype = _compute_dtype(x.dtype)
@@ -636,11 +639,12 @@ def batch_norm_backward(
 ) -> Tuple[Tensor, Optional[Tensor], Tensor]:
     """Closed-form gradients of batch normalization in training mode.
 
-    With m values per statistic, x_hat = (x - mu) * inv_std and y = gamma * x_hat + beta:
+    With m values per statistic, x_hat = (x - mu) * inv_std and y = gamma * x_hat + beta::
 
         dbeta  = sum(dy)
         dgamma = sum(dy * x_hat)
-        dx     = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))
+        dx     = gamma * inv_std / m
+                 * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))
 
     where every sum runs over ``dims``. ``x_hat`` and ``inv_std`` are those of the
     forward pass (inv_std keeps the reduced dims). Returns ``(dx, dweight, dbias)``
@@ -1016,7 +1020,7 @@ def instance_norm(
 def adain(content: Tensor, style: Tensor, eps: float = 1e-5) -> Tensor:
     """Adaptive instance normalization (Huang & Belongie, 2017): give each
     channel of ``content`` the mean and standard deviation of that channel
-    in ``style``.
+    in ``style``::
 
         adain(x, s) = sqrt(var_s + eps) * (x - mu_x) / sqrt(var_x + eps) + mu_s
 

@@ -98,7 +98,12 @@ class GroupNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm over the last dims: divide by the root mean square; a scale, no shift."""
+    """RMSNorm over the last dims: divide by the root mean square; a scale, no shift.
+
+    ``eps=None`` (the default) uses the machine epsilon of the dtype the layer computes in:
+    the input's for float32 and float64, float32 for float16 and bfloat16 inputs (as
+    ``torch.nn.RMSNorm``).
+    """
 
     __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
     normalized_shape: Tuple[int, ...]

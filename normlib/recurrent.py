@@ -5,9 +5,9 @@ time step, so a recurrent cell can normalize at every step without looking at th
 of the batch or at other time steps. :class:`LayerNormLSTMCell` follows the paper's
 LN-LSTM: the two gate pre-activations ``W_ih x`` and ``W_hh h`` are normalized
 *separately* (each over all ``4 * hidden_size`` gate units), the biases are added after
-the normalization, and the new cell state is normalized before its ``tanh``:
+the normalization, and the new cell state is normalized before its ``tanh``::
 
-    gates = LN_ih(x W_ih^T) + LN_hh(h W_hh^T) + b_ih + b_hh      (i, f, g, o)
+    gates = LN_ih(x W_ih^T) + LN_hh(h W_hh^T) + b_ih + b_hh   (i, f, g, o)
     c'    = sigmoid(f) * c + sigmoid(i) * tanh(g)
     h'    = sigmoid(o) * tanh(LN_cell(c'))
 

@@ -2,16 +2,17 @@
 
 Luo, Ren, Peng, Zhang and Li, "Differentiable Learning-to-Normalize via Switchable
 Normalization" (arXiv:1806.10779, 2018; ICLR 2019; the book's ``luo2019switchable``). Instead of choosing a normalizer, let
-each layer learn one: compute the three sets of statistics of the recipe,
+each layer learn one: compute the three sets of statistics of the recipe::
 
     IN: mean/var per (n, c) over the spatial axes,
     LN: per n over (C, spatial),
     BN: per c over (N, spatial),
 
-and normalize with their softmax-weighted mixtures
+and normalize with their softmax-weighted mixtures::
 
-    mean = sum_k softmax(mean_weight)_k mu_k,    var = sum_k softmax(var_weight)_k sigma2_k,
-    y = gamma * (x - mean) / sqrt(var + eps) + beta,        k in (IN, LN, BN).
+    mean = sum_k softmax(mean_weight)_k mu_k,
+    var  = sum_k softmax(var_weight)_k sigma2_k,        k in (IN, LN, BN),
+    y    = gamma * (x - mean) / sqrt(var + eps) + beta.
 
 ``mean_weight`` and ``var_weight`` are three logits each, in that order, learned with the
 network; they start equal (ones), so each statistic starts with weight 1/3.
@@ -234,7 +235,7 @@ class SwitchNorm1d(_SwitchNorm):
     two logits.) ``mean_weight[0]`` and ``var_weight[0]`` then get zero gradients.
 
     Args:
-        num_features: C.
+        num_features: C, the number of channels (dim 1 of the input).
         eps: added to the mixed variance (default 1e-5).
         momentum: momentum of BN's running statistics, PyTorch's convention (default 0.1);
             ``None`` averages all batches equally.

@@ -8,9 +8,11 @@ the forward pass and one in the backward pass, each a few numbers per channel.
 Forward (one ``all_gather``). Each process p computes, per channel, its count n_p, mean
 mu_p and centred sum of squares M2_p = sum (x - mu_p)^2 (two passes, as
 :func:`normlib.functional.normalize`). The triples of all processes are gathered (one collective) and combined on every
-process in the same order with Chan et al.'s parallel formula
+process in the same order with Chan et al.'s parallel formula::
 
-    n = sum n_p,   mu = sum n_p mu_p / n,   M2 = sum M2_p + sum n_p (mu_p - mu)^2,
+    n  = sum n_p,
+    mu = sum n_p mu_p / n,
+    M2 = sum M2_p + sum n_p (mu_p - mu)^2,
 
 a sum of non-negative terms: no E[x^2] - E[x]^2 cancellation. A single ``all_reduce`` of
 (n_p, sum x, M2_p) cannot give M2 (it needs every mu_p against the global mu), and reducing the
@@ -19,7 +21,7 @@ process, and every process combines them in rank order, so all get bit-identical
 running statistics.
 
 Backward (one ``all_reduce``). With x_hat = (x - mu) / sqrt(var + eps) and the global sums
-S = sum dy and T = sum dy * x_hat over all processes,
+S = sum dy and T = sum dy * x_hat over all processes::
 
     dx = gamma / sqrt(var + eps) * (dy - S / n - x_hat * T / n),
 

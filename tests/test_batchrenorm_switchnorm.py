@@ -9,6 +9,7 @@ directly over their axes, not from IN's as the layer does).
 
 import functools
 import inspect
+import sys
 
 import pytest
 import torch
@@ -96,6 +97,12 @@ def test_brn_unclipped_training_output_is_the_eval_output_before_the_step(cls, r
     assert not torch.allclose(bn.train()(x), expected, atol=1e-3)
     # the running statistics then move exactly as BatchNorm's
     _same_running_stats(brn, bn, "after the step")
+    # so eval() AFTER the step (moved running statistics) no longer gives the training output
+    moved = (brn.eval()(x) - y).abs().max().item()
+    assert moved > 1e-2, moved
+    # and the docstrings say which running statistics the equality holds for
+    for doc in (normlib.BatchRenorm1d.__doc__, sys.modules[cls.__module__].__doc__):
+        assert "before this step's update" in " ".join(doc.split())
 
 
 @pytest.mark.parametrize("r_max,d_max", [(1e6, 1e6), (1.5, 0.5), (1.0, 0.0)], ids=["unclipped", "clipped", "bn"])

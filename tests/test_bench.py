@@ -142,11 +142,40 @@ def test_stored_run_compiled_from_an_empty_cache():
     assert 0 < total < run["wall_s"]
 
 
+def stored_ratios(column: str = "eager_ratio") -> dict:
+    """{(layer key, pass): best ratio to native} of the stored run, for eager or compiled."""
+    return {(r["key"], r["pass"]): r[column][0] for r in bench.stored_results()["results"]}
+
+
+def shown_range(ratios: dict, keys, passes=bench.PASSES) -> tuple:
+    """The (lowest, highest) ratio of those layers and passes, rounded as the text rounds them."""
+    values = [ratios[key, p] for key in keys for p in passes]
+    return round(min(values), 1), round(max(values), 1)
+
+
+def test_package_docstring_states_the_stored_run():
+    """normlib's docstring ("Two speeds") quotes the stored run's eager and compiled ratios."""
+    doc = " ".join(normlib.__doc__.split())
+    eager, compiled = stored_ratios("eager_ratio"), stored_ratios("compiled_ratio")
+    fast, fused = ("bn", "in", "rms"), ("ln", "gn")
+    low, high = shown_range(eager, fast)
+    assert f"BatchNorm, InstanceNorm and RMSNorm take {low}x to {high}x the native time" in doc
+    low, high = shown_range(eager, fused, ["forward"])
+    low2, high2 = shown_range(eager, fused, ["fwd+bwd"])
+    assert f"LayerNorm and GroupNorm {low}x to {high}x forward and {low2}x to {high2}x forward and backward" in doc
+    low, high = shown_range(compiled, fast)
+    assert f"These take {low}x to {high}x the native time for BatchNorm, InstanceNorm and RMSNorm" in doc
+    assert f"about {round(compiled['ln', 'forward'], 1)}x for LayerNorm's forward" in doc
+    slow = [compiled["gn", p] for p in bench.PASSES] + [compiled["ln", "fwd+bwd"]]
+    assert f"but {round(min(slow), 1)}x to {round(max(slow), 1)}x for GroupNorm and for LayerNorm's forward" in doc
+    assert min(slow) > 1.2 and "native-speed" not in doc  # compiled is not native speed everywhere
+
+
 def test_readme_states_what_the_stored_run_shows():
     """README: eager LayerNorm and GroupNorm take two to three times PyTorch's time for
     forward plus backward; eager BatchNorm, InstanceNorm and RMSNorm are faster than PyTorch."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "between two and three\ntimes PyTorch's time for forward plus backward" in readme
-    ratio = {(r["key"], r["pass"]): r["eager_ratio"][0] for r in bench.stored_results()["results"]}
+    ratio = stored_ratios()
     assert all(2 <= ratio[key, "fwd+bwd"] <= 3 for key in ("ln", "gn")), ratio
     assert all(ratio[key, p] < 1 for key in ("bn", "in", "rms") for p in bench.PASSES), ratio

@@ -46,3 +46,29 @@ def test_a_letter_in_a_year_is_there_to_tell_two_entries_apart():
     assert lettered, "no lettered years: the clash test has nothing to check here"
     for text, years in lettered.items():
         assert len(years) > 1 and len(set(years)) == len(years), (text, years)
+
+
+def alpha_labels() -> dict:
+    """{key: label} as the bibliography page shows them (sphinxcontrib-bibtex's default
+    ``alpha`` style, e.g. [HGDG17] for He, Gkioxari, Dollár and Girshick 2017)."""
+    from pybtex.plugin import find_plugin
+
+    style = find_plugin("pybtex.style.formatting", "alpha")()
+    entries = parse_file(ROOT / "references.bib").entries
+    return {entry.key: entry.label for entry in style.format_entries(entries.values())}
+
+
+def test_alpha_labels_are_the_authors_initials():
+    """A LaTeX accent in a name leaks into the label ("Doll{\\'a}r" gave [HGDollarG17]):
+    names are written in Unicode, and an entry of two to four authors gets one letter per
+    author (the first letter of each surname)."""
+    source = (ROOT / "references.bib").read_text(encoding="utf-8")
+    authors = [line for line in source.splitlines() if line.strip().startswith("author")]
+    assert not [line for line in authors if "\\" in line], "write accented names in Unicode"
+    labels = alpha_labels()
+    assert labels["he2017mask"] == "HGDG17" and labels["lecun1998efficient"] == "LBOM98"
+    for key, entry in parse_file(ROOT / "references.bib").entries.items():
+        surnames = [" ".join(p.last_names) for p in entry.persons["author"]]
+        if 2 <= len(surnames) <= 4 and "others" not in surnames:
+            initials = "".join(name[0] for name in surnames)
+            assert labels[key].startswith(initials) and labels[key][len(initials)].isdigit(), (key, labels[key])

@@ -291,3 +291,14 @@ def test_loss_curves_use_no_method_colour():
         assert matplotlib.colors.to_hex(line.get_color()) not in method_colours
     assert fig.axes[0].get_legend() is not None
     plt.close(fig)
+
+
+def test_loss_curves_draw_step_t_at_x_t():
+    """curve[t] is the excess after t steps: it is drawn at x = t (t >= 1 on the log axis)."""
+    curve = np.geomspace(1, 1e-6, 10)
+    fig = figures.loss_curves({"a": curve}, title="t")
+    (line,) = fig.axes[0].get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 10))
+    np.testing.assert_array_equal(line.get_ydata(), curve[1:])
+    assert fig.axes[0].get_xlabel().startswith("gradient-descent step")
+    plt.close(fig)

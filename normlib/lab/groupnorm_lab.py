@@ -78,9 +78,9 @@ def mean_variance_parts(features: Tensor) -> Dict[str, Tensor]:
     ``between``), a position pattern ``b`` shared by all images (it cancels in a mean over
     all positions), and a residual ``e`` (variance ``within``). Two-way analysis of
     variance gives unbiased estimates of both, per channel, and the variance of the mean of
-    N independently drawn images over all their positions is
+    N independently drawn images over all their positions is::
 
-        ``between / N + within / (N * P)``.
+        between / N + within / (N * P)
 
     Pixels of one image that move together are counted in ``between``: their shared part
     does not average out over positions. Returns ``between``, ``within``, ``image_means``

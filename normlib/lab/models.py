@@ -193,9 +193,10 @@ class NoisyNorm(nn.Module):
     """A normalization layer whose output, in training mode, is moved by fresh random noise at
     every forward pass: the "noisy BatchNorm" of Santurkar et al. (2018), in one simple form.
 
-    ``NoisyNorm(BatchNorm1d(C))`` computes ``y = norm(x)`` and then, in training mode,
+    ``NoisyNorm(BatchNorm1d(C))`` computes ``y = norm(x)`` and then, in training mode::
 
-        ``out[:, c, ...] = a_c * y[:, c, ...] + b_c``, with ``a_c ~ U(scale)`` and ``b_c ~ U(shift)``
+        out[:, c, ...] = a_c * y[:, c, ...] + b_c,
+        a_c ~ U(scale),  b_c ~ U(shift),
 
     drawn anew for every channel at every forward pass (one draw per channel, shared by the
     whole batch). Every unit's distribution therefore gets a new, random mean and spread at

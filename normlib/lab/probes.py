@@ -51,9 +51,9 @@ def _per_unit(t: Tensor) -> Tensor:
 
 
 def distribution_shift(before: Tensor, after: Tensor) -> float:
-    """How far each unit's distribution moved, relative to its spread, summed over units:
+    """How far each unit's distribution moved, relative to its spread, summed over units::
 
-        ``D = sum_j EMD(before_j, after_j) / sum_j std(before_j)``
+        D = sum_j EMD(before_j, after_j) / sum_j std(before_j)
 
     ``before`` and ``after`` are activations of the same inputs, shape ``(N, C, *)``; unit ``j``
     is feature (or channel) ``j``, its values are taken over the batch (and positions).

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bn_tools import _empty_defaults_signature
 from .data import Dataset, batches
 
 __all__ = [
@@ -100,6 +101,9 @@ class History:
 
 
 # --------------------------------------------------------------------------- modes and hooks
+
+
+History.__signature__ = _empty_defaults_signature(History)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ Imported as ``from normlib.lab.viz import conditioning``; experiment code lives 
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,17 +30,21 @@ __all__ = ["loss_curves", "stretch_frame", "gain_frame", "GAIN_PANELS", "drift_f
 
 def loss_curves(curves: Mapping[str, np.ndarray], title: str):
     """One line per entry of ``curves`` (name -> excess loss per step), log-log axes. The
-    last entry is drawn thickest (the chapter's standardized inputs)."""
+    last entry is drawn thickest (the chapter's standardized inputs).
+
+    ``curve[t]`` is the excess loss after ``t`` steps, so ``curve[0]`` is the start (1 for
+    excess relative to the start). Step ``t`` is drawn at ``x = t``: from step 1 on, since a
+    log axis has no 0."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     styles = neutral_styles(len(curves))[::-1]  # the last entry: dark, solid
     for (name, curve), style in zip(curves.items(), styles):
         style.pop("marker")
         width = 2.4 if name == list(curves)[-1] else 1.5
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=name, linewidth=width, **style)
+        ax.plot(np.arange(1, len(curve)), curve[1:], label=name, linewidth=width, **style)
     ax.set(
         xscale="log",
         yscale="log",
-        xlabel="gradient-descent step",
+        xlabel="gradient-descent step t",
         ylabel="excess loss / starting excess",
         title=title,
     )
@@ -85,7 +89,7 @@ def stretch_frame(X: np.ndarray, y: np.ndarray, stretch: float, drawn: int = 30,
     return fig, steps
 
 
-#: The panels of :func:`gain_frame`: (report key, y label, y scale).
+#: The panels of :func:`gain_frame`, each a (report key, y label, y scale) tuple.
 GAIN_PANELS = [
     ("std", "std of layer output", "log"),
     ("saturated", "fraction saturated", "linear"),
@@ -127,7 +131,7 @@ def gain_frame(
     return fig
 
 
-#: The panels of :func:`drift_figure`: (network, layer kind, panel title).
+#: The panels of :func:`drift_figure`, each a (network, layer kind, panel title) tuple.
 DRIFT_PANELS = [
     ("none", "act", "no normalization: layer outputs"),
     ("bn", "act", "BatchNorm: layer outputs"),
@@ -135,12 +139,13 @@ DRIFT_PANELS = [
 ]
 
 
-def drift_figure(histories: Mapping[str, object], title: str, panels: Sequence[Tuple[str, str, str]] = DRIFT_PANELS):
+def drift_figure(histories: Mapping[str, object], title: str, panels: Optional[Sequence[Tuple[str, str, str]]] = None):
     """The standard deviation of every layer at every evaluation step of ``histories``
     (``{"none": History, "bn": History}`` recorded with
-    :func:`~normlib.lab.conditioning.scale_probe`), one panel per entry of ``panels``. The
+    :func:`~normlib.lab.conditioning.scale_probe`), one panel per entry of ``panels`` (default :data:`DRIFT_PANELS`). The
     steps of one network are shades of its method's colour, lightest first; the last step
     is the darkest and widest line. Every panel has its own legend."""
+    panels = DRIFT_PANELS if panels is None else panels
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.1), sharey=True)
     for ax, (norm, kind, panel_title) in zip(axes, panels):
         history = histories[norm]
