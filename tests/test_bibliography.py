@@ -49,11 +49,24 @@ def test_a_letter_in_a_year_is_there_to_tell_two_entries_apart():
 
 
 def alpha_labels() -> dict:
-    """{key: label} as the bibliography page shows them (sphinxcontrib-bibtex's default
-    ``alpha`` style, e.g. [HGDG17] for He, Gkioxari, Dollár and Girshick 2017)."""
+    """{key: label} as the bibliography page shows them (the style ``_config.yml`` names,
+    ``alpha_lettered`` of _ext/bib_labels.py: e.g. [HGDG17] for He, Gkioxari, Dollár and
+    Girshick 2017)."""
+    import sys
+
+    import yaml
     from pybtex.plugin import find_plugin
 
-    style = find_plugin("pybtex.style.formatting", "alpha")()
+    sys.path.insert(0, str(ROOT / "_ext"))
+    try:
+        import bib_labels
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+    bib_labels.register()
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    style_name = config["sphinx"]["config"]["bibtex_default_style"]
+    assert "bib_labels" in config["sphinx"]["config"]["extensions"]
+    style = find_plugin("pybtex.style.formatting", style_name)()
     entries = parse_file(ROOT / "references.bib").entries
     return {entry.key: entry.label for entry in style.format_entries(entries.values())}
 
@@ -72,3 +85,12 @@ def test_alpha_labels_are_the_authors_initials():
         if 2 <= len(surnames) <= 4 and "others" not in surnames:
             initials = "".join(name[0] for name in surnames)
             assert labels[key].startswith(initials) and labels[key][len(initials)].isdigit(), (key, labels[key])
+
+
+def test_a_lettered_year_keeps_its_letter_in_the_label():
+    """alpha takes the year's last two characters ("2020a" -> [LJH+0a]); the labels keep the
+    year's last two digits and the letter, and no two entries share a label."""
+    labels = alpha_labels()
+    assert labels["liu2020variance"] == "LJH+20a" and labels["liu2020understanding"] == "LLG+20b"
+    assert labels["luo2019switchable"] == "LRP+19a" and labels["luo2019towards"] == "LWSP19b"
+    assert len(set(labels.values())) == len(labels), "two entries share a label"
