@@ -14,7 +14,8 @@
 
 `make exercises` runs `build`, `make grade SET=... SUBMISSIONS=...` runs `grade`; the tests in
 tests/test_exercises.py run all three. A new set is one master notebook in exercises/source/
-(plus its plausible wrong solutions in <set>.wrong.yml): nothing here names a set.
+(plus its plausible wrong solutions in <set>.wrong.yml, and optionally right answers in other
+styles in <set>.right.yml): nothing here names a set.
 """
 
 from __future__ import annotations
