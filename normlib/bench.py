@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -91,6 +92,11 @@ class Case:
     make_native: Callable[[], nn.Module]
     make_normlib: Callable[[], nn.Module]
     shape: tuple
+
+
+# With postponed annotations the dataclass's signature holds strings ('str', 'tuple'): help()
+# and the API reference show the types themselves.
+Case.__signature__ = inspect.signature(Case, eval_str=True)
 
 
 #: The layers and input shapes that ``python -m normlib.bench`` times.

@@ -71,6 +71,15 @@ def alpha_labels() -> dict:
     return {entry.key: entry.label for entry in style.format_entries(entries.values())}
 
 
+def test_a_corporate_author_is_labelled_and_sorted_by_its_name():
+    """{{NVIDIA Corporation}}: [NVI21], listed among the N's, not after Z by its brace."""
+    labels = alpha_labels()
+    assert labels["nvidia2021a100"] == "NVI21" and labels["paszke2019pytorch"] == "PyT24"
+    names = list(labels.values())  # in the bibliography's order
+    initials = [name[0].upper() for name in names]
+    assert initials == sorted(initials), names
+
+
 def test_alpha_labels_are_the_authors_initials():
     """A LaTeX accent in a name leaks into the label ("Doll{\\'a}r" gave [HGDollarG17]):
     names are written in Unicode, and an entry of two to four authors gets one letter per

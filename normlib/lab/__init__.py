@@ -1,7 +1,8 @@
 """The course's lab: the code its chapters and exercises run, on top of the layer library.
 
-Installed with the ``lab`` extra (``pip install "normlib[lab]"``), which brings matplotlib,
-ipywidgets, scikit-learn, mnist1d, scikit-image and tqdm. A chapter imports it in one line::
+Installed with the ``lab`` extra (the ``normlib[lab] @ git+...`` command at the top of the API
+reference, which every chapter's set-up cell runs), which brings matplotlib, ipywidgets,
+scikit-learn, mnist1d, scikit-image and tqdm. A chapter imports it in one line::
 
     from normlib.lab import data, models, train, viz
 
