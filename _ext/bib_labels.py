@@ -68,7 +68,7 @@ class LetteredYearStyle(AlphaStyle):
 
 
 def register() -> None:
-    """Make both known to pybtex under the name ``alpha_lettered`` (idempotent)."""
+    """Make the three styles known to pybtex under the name ``alpha_lettered`` (idempotent)."""
     register_plugin("pybtex.style.labels", "alpha_lettered", LetteredYearLabels, force=True)
     register_plugin("pybtex.style.sorting", "alpha_lettered", PlainAuthorOrder, force=True)
     register_plugin("pybtex.style.formatting", "alpha_lettered", LetteredYearStyle, force=True)
