@@ -19,10 +19,6 @@ import normlib
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Pages whose prose still writes the constant as a Unicode ε (outside this change's files);
-# empty the set as they are fixed, and the test then keeps them fixed.
-PENDING_GLYPH: set = set()
-
 
 def prose(path: Path) -> str:
     """A page's prose: a notebook's markdown cells, or the Markdown file."""
@@ -45,7 +41,7 @@ def test_the_constant_is_written_as_the_intro_writes_it():
     assert "| $\\epsilon$ | a small constant added to the variance" in intro
     assert "Chapter 2 writes $\\varepsilon$ for a\nconvergence tolerance" in intro
     unicode_epsilon = {str(p.relative_to(ROOT)) for p in pages() if "ε" in prose(p)}
-    assert unicode_epsilon == PENDING_GLYPH, unicode_epsilon ^ PENDING_GLYPH
+    assert not unicode_epsilon, f"pages that write the constant as a Unicode ε: {sorted(unicode_epsilon)}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
