@@ -15,9 +15,12 @@ Chapter 11 shows (:func:`normlib.bench.stored_results`), as multiples of PyTorch
 kernels' time:
 
 * **eager** (the default): the layers run the recipe through hand-fused autograd
-  Functions with closed-form backward passes. BatchNorm, InstanceNorm and RMSNorm take
-  0.2x to 0.8x the native time (forward, and forward and backward); LayerNorm and
-  GroupNorm 1.3x to 1.6x forward and 2.5x to 2.7x forward and backward;
+  Functions with closed-form backward passes. On a CPU where Numba is installed (the
+  ``fast`` extra), LayerNorm, RMSNorm, GroupNorm and InstanceNorm run them as one
+  compiled loop per statistic (:mod:`normlib.kernels`), elsewhere as PyTorch operations.
+  In the stored run (Numba loops), BatchNorm, InstanceNorm and RMSNorm take 0.2x to 0.8x
+  the native time (forward, and forward and backward); LayerNorm and GroupNorm 1.1x to
+  1.3x forward and 1.1x to 1.2x forward and backward;
 * **compiled**: ``normlib.compiled(model)`` is ``torch.compile(model, fullgraph=True,
   dynamic=False)``. Under the compiler the layers run the readable ``normalize`` and the
   compiler fuses it into C++ (CPU) or Triton (GPU) kernels. These take 0.2x to 0.6x the
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from . import functional, recurrent, reference
+from . import functional, kernels, recurrent, reference  # noqa: F401 (normlib.kernels)
 from ._moved import install as _install_moved_modules
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from .batchrenorm import BatchRenorm1d, BatchRenorm2d

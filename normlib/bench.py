@@ -12,10 +12,14 @@ From a shell::
     python -m normlib.bench --no-compile
     # steadier on a busy machine
     python -m normlib.bench --device cpu --threads 1 --clock cpu
+    # normlib's eager layers as PyTorch operations (no Numba loops)
+    python -m normlib.bench --no-kernels
 
 For BatchNorm2d (training), LayerNorm, GroupNorm, InstanceNorm2d and RMSNorm, forward and
 forward+backward, it times three implementations on the same input and output gradient:
-``torch.nn`` (PyTorch's native fused kernels), normlib in eager mode, and normlib compiled with
+``torch.nn`` (PyTorch's native fused kernels), normlib in eager mode (on a CPU where Numba is
+installed, LayerNorm, RMSNorm, GroupNorm and InstanceNorm run the compiled loops of
+:mod:`normlib.kernels`; the run records which path ran), and normlib compiled with
 :func:`normlib.compiled`. It prints
 
 * the native time and the ratios eager / native and compiled / native;
@@ -66,6 +70,7 @@ from torch.utils import benchmark
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import normlib
+from normlib import kernels
 
 __all__ = [
     "Case",
@@ -365,6 +370,7 @@ def measure(
         "wall_s": time.perf_counter() - started_run,
         "last_level_cache_bytes": cache_bytes,
         "last_level_cache_source": cache_source,
+        "eager_path": eager_path(device),
     }
 
 
@@ -539,6 +545,14 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_trim_threshold, 1 << 30)) and bool(mallopt(m_mmap_threshold, 32 << 20))
 
 
+def eager_path(device) -> str:
+    """What normlib's eager LayerNorm, RMSNorm, GroupNorm and InstanceNorm run on ``device``
+    (float32): compiled loops (:mod:`normlib.kernels`) or PyTorch operations."""
+    if torch.device(device).type == "cpu" and kernels.enabled():
+        return f"Numba loops (normlib.kernels, numba {kernels.numba_version()})"
+    return "PyTorch operations"
+
+
 def describe(run: Dict) -> str:
     """One line: where and how the run was made."""
     copy = statistics.median(row["copy_GBps"] for row in run["results"])
@@ -546,7 +560,9 @@ def describe(run: Dict) -> str:
     return (
         f"{run['device']} ({run['device_name']}), torch {run['torch']}, {run['threads']} threads, "
         f"{run['dtype']}, {clock}, {run['rounds']} interleaved rounds, {run['date']}; "
-        f"copy bandwidth (x.clone()) about {copy:.0f} GB/s" + (f"; {run['allocator']}" if run.get("allocator") else "")
+        f"copy bandwidth (x.clone()) about {copy:.0f} GB/s"
+        + (f"; {run['allocator']}" if run.get("allocator") else "")
+        + (f"; eager LN, RMSNorm, GN, IN: {run['eager_path']}" if run.get("eager_path") else "")
     )
 
 
@@ -575,6 +591,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, quick 3)")
     parser.add_argument("--layers", nargs="*", default=None, help="keys to run: bn ln gn in rms (default: all)")
+    parser.add_argument(
+        "--no-kernels",
+        action="store_true",
+        help="run normlib's eager layers as PyTorch operations (normlib.kernels off)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument(
         "--save-stored", action="store_true", help=f"write the results to normlib/{STORED}, the copy Chapter 11 shows"
@@ -589,16 +610,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         torch.set_num_threads(args.threads)
     kept = False if args.allocator_defaults else keep_freed_memory()
     cases = [c for c in CASES if args.layers is None or c.key in args.layers]
-    run = measure(
-        cases,
-        args.device,
-        scale=0.25 if args.quick else 1.0,
-        compile=not args.no_compile,
-        rounds=args.rounds or (3 if args.quick else 5),
-        min_run_time=0.05 if args.quick else 0.1,
-        clock=args.clock,
-        log=lambda message: print(message, flush=True),
-    )
+    with kernels.use(not args.no_kernels):
+        run = measure(
+            cases,
+            args.device,
+            scale=0.25 if args.quick else 1.0,
+            compile=not args.no_compile,
+            rounds=args.rounds or (3 if args.quick else 5),
+            min_run_time=0.05 if args.quick else 0.1,
+            clock=args.clock,
+            log=lambda message: print(message, flush=True),
+        )
     run["allocator"] = "freed memory kept by malloc (glibc mallopt)" if kept else "allocator defaults"
     print()
     print(describe(run))

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from . import kernels as _kernels
+
 __all__ = [
     "normalize",
     "norm_dims",
@@ -330,10 +332,57 @@ def _fused_view(shape, dims: Tuple[int, ...], affine: Optional[Tensor], other: O
     return _View((A, B, K, T // K if K else 0), over_batch, False, (1, Bw, K, 1))
 
 
+def _kernel_statistics(view: _View) -> int:
+    """How many statistics :mod:`normlib.kernels` computes for ``view`` (0: it does not take it;
+    BatchNorm's statistics over the batch stay with PyTorch operations, already faster)."""
+    A, B, K, S = view.shape
+    return 0 if view.over_batch else A * B
+
+
+def _kernel_forward(x: Tensor, view: _View, weight, bias, eps: float, center: bool):
+    """``_fused_forward`` by the compiled loops of :mod:`normlib.kernels`: one pass per statistic."""
+    A, B, K, S = view.shape
+    out = torch.empty(x.shape, dtype=x.dtype)  # in x's shape: not a view (see _fused_forward)
+    if view.per_element:  # rows of S values, gamma/beta per value (LayerNorm, RMSNorm)
+        mean, var = _kernels.rows_forward(x.reshape(A * B, K * S), weight, bias, eps, center, out)
+    else:
+        mean, var = _kernels.groups_forward(
+            x.reshape(A * B, K, S), weight, bias, B, view.affine_shape[1], eps, center, out
+        )
+    return out, mean.reshape(A, B, 1, 1), var.reshape(A, B, 1, 1)
+
+
+def _kernel_backward(
+    dy: Tensor, x: Tensor, view: _View, weight, mean, var, eps: float, center, needs_weight, needs_bias
+):
+    """``_fused_backward`` by the compiled loops of :mod:`normlib.kernels`."""
+    A, B, K, S = view.shape
+    grad_input = torch.empty(x.shape, dtype=x.dtype)
+    needs_weight = needs_weight and weight is not None
+    if view.per_element:
+        grad_weight, grad_bias = _kernels.rows_backward(
+            dy, x.reshape(A * B, S), weight, mean, var, eps, center, needs_weight, needs_bias, grad_input
+        )
+    else:
+        rows = view.affine_shape[1]
+        dots, dy_sums = _kernels.groups_backward(
+            dy.reshape(A * B, K, S), x.reshape(A * B, K, S), weight, B, rows, mean, var, eps, center, grad_input
+        )
+        inv_std = torch.rsqrt(var.to(torch.float64).reshape(A, B, 1) + eps)
+        # per channel: sums over the samples (and over the groups when gamma is shared by them)
+        grad_weight = (dots.reshape(A, B, K) * inv_std).sum(0).sum_to_size(rows, K) if needs_weight else None
+        grad_bias = dy_sums.reshape(A, B, K).sum(0).sum_to_size(rows, K) if needs_bias else None
+    if grad_weight is not None:
+        grad_weight = grad_weight.to(weight.dtype)
+    return grad_input, grad_weight, grad_bias
+
+
 def _fused_forward(x: Tensor, view: _View, weight: Optional[Tensor], bias: Optional[Tensor], eps: float, center: bool):
     """Steps 2-4 with at most five full-size operations (8 tensor-sized reads and writes with
     gamma and beta, fewer without them; PyTorch's fused kernel needs 2); returns (y, mean, var),
     the statistics shaped (A or 1, B, 1, 1)."""
+    if _kernels.usable(x, _kernel_statistics(view)):
+        return _kernel_forward(x, view, weight, bias, eps, center)
     A, B, K, S = view.shape
     dtype = _compute_dtype(x.dtype)
     xv = x.reshape(view.shape)
@@ -408,6 +457,8 @@ def _fused_backward(
 
     (RMSNorm has no sum(g) term.)
     """
+    if _kernels.usable(x, _kernel_statistics(view)):
+        return _kernel_backward(dy, x, view, weight, mean, var, eps, center, needs_weight, needs_bias)
     A, B, K, S = view.shape
     dtype = _compute_dtype(x.dtype)
     m = K * S * (A if view.over_batch else 1)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import normlib  # noqa: E402
 from normlib import bench  # noqa: E402
 from normlib.lab import speed, viz  # noqa: E402
 from normlib.lab.viz import speed as speed_figures  # noqa: E402
@@ -145,6 +146,17 @@ def test_forward_and_backward_gives_each_direction():
     (grad,) = calls["square", "fwd+bwd"]()
     torch.testing.assert_close(grad, 2 * x * dy)
     assert x.grad is None
+
+
+def test_without_loops_turns_the_kernels_off_for_the_whole_call():
+    seen = []
+
+    def call(value):
+        seen.append(normlib.kernels.enabled())
+        return value
+
+    assert speed.without_loops(call)(3) == 3 and seen == [False]
+    assert normlib.kernels.enabled() == normlib.kernels.available()  # restored afterwards
 
 
 def test_module_inputs_records_the_input_of_each_module_of_a_kind():

@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
-from normlib import bench
+from normlib import bench, kernels
 
 from .train import capture
 
@@ -36,6 +36,7 @@ __all__ = [
     "heap_reuse",
     "DIRECTIONS",
     "forward_and_backward",
+    "without_loops",
     "module_inputs",
     "size_sweep",
     "live_table",
@@ -256,6 +257,18 @@ def forward_and_backward(
         calls[name, "forward"] = forward
         calls[name, "fwd+bwd"] = both(forward)
     return calls
+
+
+def without_loops(call: Callable[..., object]) -> Callable[..., object]:
+    """``call`` with :mod:`normlib.kernels` turned off while it runs: normlib's layers then run
+    PyTorch operations (what they run on a GPU, in half precision, or without Numba). Wrap
+    the whole call, forward and backward: each pass chooses its path when it runs."""
+
+    def run(*args, **kwargs):
+        with kernels.use(False):
+            return call(*args, **kwargs)
+
+    return run
 
 
 def module_inputs(model: torch.nn.Module, inputs: torch.Tensor, kind: type) -> Dict[str, torch.Tensor]:
