@@ -558,7 +558,8 @@ def describe(run: Dict) -> str:
     copy = statistics.median(row["copy_GBps"] for row in run["results"])
     clock = "CPU time of the timing thread" if run.get("clock") == "cpu" else "wall-clock time"
     return (
-        f"{run['device']} ({run['device_name']}), torch {run['torch']}, {run['threads']} threads, "
+        f"{run['device']} ({run['device_name']}), torch {run['torch']}, {run['threads']} "
+        f"thread{'' if run['threads'] == 1 else 's'}, "
         f"{run['dtype']}, {clock}, {run['rounds']} interleaved rounds, {run['date']}; "
         f"copy bandwidth (x.clone()) about {copy:.0f} GB/s"
         + (f"; {run['allocator']}" if run.get("allocator") else "")
