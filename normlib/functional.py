@@ -16,8 +16,10 @@ parameters are shaped, with the signature and semantics of the matching function
 The layers call it through ``_normalize_layer`` (and BatchNorm through
 :class:`BatchNormFunction`), which in eager mode runs the same four steps in an autograd
 Function written for speed: fewer passes over memory, steps 3 and 4 in place, a
-closed-form backward pass ("the fast path" below; Chapter 11 measures it). Under
-``torch.compile`` and ``torch.func`` they run :func:`normalize` itself.
+closed-form backward pass ("the fast path" below; Chapter 11 measures it). On a CPU with
+Numba installed, LayerNorm, RMSNorm, GroupNorm and InstanceNorm run that Function as
+compiled loops, one per statistic (:mod:`normlib.kernels`). Under ``torch.compile`` and
+``torch.func`` they run :func:`normalize` itself.
 
 Half-precision inputs (float16, bfloat16) are computed in float32 and returned in
 the input's dtype, as PyTorch does. Nothing here calls PyTorch's own normalization
@@ -266,6 +268,9 @@ def norm_dims(method: str, ndim: int) -> Tuple[int, ...]:
 #     then steps 3 and 4 in place on that buffer;
 #   - folds gamma into 1/sqrt(var + eps) where both are per channel (one small multiply);
 #   - differentiates in closed form, with one full-size buffer, instead of replaying each step.
+# On a CPU where Numba is installed, the Function's forward and backward for LayerNorm,
+# RMSNorm, GroupNorm and InstanceNorm (float32, float64) instead run compiled loops, one
+# iteration per statistic, that keep each row or group in the cache: normlib.kernels.
 # Under torch.compile the compiler fuses the readable `normalize` by itself, and torch.func
 # transforms need out-of-place ops, so there the layers call `normalize` directly.
 

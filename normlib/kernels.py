@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -48,6 +49,7 @@ _MAX_BLOCKS = 64
 _MAX_PARTIAL_VALUES = 1 << 20
 
 _numba = None  # the module, once imported
+_loops = None  # normlib._loops, once imported
 _import_failed = False
 _switch = [os.environ.get("NORMLIB_NUMBA", "1") != "0"]
 # One kernel at a time: Numba's 'workqueue' threading layer (its fallback where no OpenMP
@@ -68,15 +70,27 @@ if hasattr(os, "register_at_fork"):
 
 
 def available() -> bool:
-    """Whether Numba can be imported (it is imported on the first call, not with normlib)."""
-    global _numba, _import_failed
+    """Whether Numba and the loops can be imported (on the first call, not with normlib). A
+    Numba that is installed but cannot set the loops up (say, with nowhere to write its
+    cache) gives a warning, and the layers run PyTorch operations."""
+    global _numba, _loops, _import_failed
     if _numba is None and not _import_failed:
         try:
             import numba
+
+            from . import _loops as loops
         except ImportError:
             _import_failed = True
+        except Exception as error:  # noqa: BLE001 (any failure means: no loops)
+            _import_failed = True
+            warnings.warn(
+                f"normlib.kernels: Numba is installed but its loops could not be set up ({error!r}); "
+                "the layers run PyTorch operations",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         else:
-            _numba = numba
+            _numba, _loops = numba, loops
     return _numba is not None
 
 
@@ -134,9 +148,7 @@ def _launch(kernel, *args) -> None:
 
 
 def _build():
-    """The compiled loops (:mod:`normlib._loops`)."""
-    from . import _loops
-
+    """The compiled loops (:mod:`normlib._loops`, imported by :func:`available`)."""
     return _loops.rows_forward, _loops.rows_backward, _loops.groups_forward, _loops.groups_backward
 
 

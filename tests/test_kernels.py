@@ -261,6 +261,31 @@ def test_without_numba_the_layers_run_pytorch_operations():
     assert out.split() == ["False", "False"]
 
 
+def test_loops_that_cannot_be_set_up_give_a_warning_and_pytorch_operations():
+    """Numba raises when a cached function has nowhere to write its cache (a read-only
+    install and home); the layers then warn and run PyTorch operations."""
+    out = _python(
+        """
+        import warnings
+        import numba.core.dispatcher
+
+        def no_cache(self):
+            raise RuntimeError("cannot cache function: no locator available")
+
+        numba.core.dispatcher.Dispatcher.enable_caching = no_cache
+        import torch, normlib
+        from normlib import kernels
+        x = torch.randn(4, 8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = normlib.LayerNorm(8)(x)
+        torch.testing.assert_close(y, torch.nn.LayerNorm(8)(x))
+        print(kernels.enabled(), any("could not be set up" in str(w.message) for w in caught))
+        """
+    )
+    assert out.split() == ["False", "True"]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
 def test_a_forked_child_runs_pytorch_operations():
     """Numba aborts a fork()ed child that launches a parallel loop after its parent did
