@@ -41,11 +41,11 @@ def rows_forward(x, w, b, eps, center, y, mean, var):
 
 
 @_jit
-def rows_backward(dy, x, w, mean, var, eps, center, want_w, want_b, dx, part_w, part_b):
-    """dx of :func:`rows_forward`, and gamma's and beta's gradients in parts: part_w and part_b,
-    (blocks, d) float64 zeros, get in their row k the sums over the k-th block of rows."""
+def rows_backward(dy, x, w, mean, var, eps, center, blocks, want_w, want_b, dx, part_w, part_b):
+    """dx of :func:`rows_forward`, the rows split into ``blocks`` blocks (the threads' shares),
+    and gamma's and beta's gradients in parts: part_w and part_b, (blocks, d) float64 zeros
+    where wanted, get in their row k the sums over the k-th block of rows."""
     n, d = x.shape
-    blocks = part_w.shape[0]
     step = (n + blocks - 1) // blocks
     for k in prange(blocks):
         for i in range(k * step, min(n, (k + 1) * step)):

@@ -5,7 +5,7 @@ Function of :mod:`normlib.functional` makes 8 tensor-sized passes for a LayerNor
 where PyTorch's fused kernel makes 2 (Chapter 11 counts them). Here each statistic (a row of
 LayerNorm, a group of GroupNorm) is one iteration of a loop: the loop reads the statistic's
 values from memory, sums them, sums their squared deviations and writes the output while the
-values stay in the processor's cache. Numba compiles these loops (:mod:`normlib._loops`) to
+values stay in the processor's cache. Numba compiles these loops (``normlib._loops``) to
 machine code with LLVM when they are first called, without a C compiler, and keeps the
 result on disk for later processes.
 
@@ -24,7 +24,8 @@ the results do not depend on the number of threads.
 
 Numba is optional (``pip install "normlib[fast]"``). The layers run PyTorch operations
 instead without it, on other devices, for other dtypes (half precision), for fewer
-statistics than threads, in a process ``fork()``-ed from one that ran the loops, and while
+statistics than threads, in a process ``fork()``-ed from one that ran the loops (which also
+runs PyTorch on one thread: OpenMP's threads do not survive a fork), and while
 the loops are turned off: by the environment variable ``NORMLIB_NUMBA=0`` or inside
 ``with normlib.kernels.use(False):``. :func:`enabled` says whether they run.
 """
@@ -60,9 +61,12 @@ _state = {"launched": False, "forked": False}
 
 def _after_fork_in_child() -> None:
     # GNU OpenMP's threads do not survive fork(): Numba aborts a child that launches a
-    # parallel loop after its parent did. Such a child runs PyTorch operations instead.
+    # parallel loop after its parent did, and PyTorch's next parallel operation in the child
+    # waits forever for the parent's threads. Such a child runs PyTorch operations on one
+    # thread instead, as PyTorch's DataLoader workers do.
     if _state["launched"]:
         _state["forked"] = True
+        torch.set_num_threads(1)
 
 
 if hasattr(os, "register_at_fork"):
@@ -204,6 +208,7 @@ def rows_backward(
         var.detach().reshape(n).to(x.dtype).numpy(),
         eps,
         center,
+        blocks,
         want_w,
         want_b,
         dx.view(n, d).numpy(),

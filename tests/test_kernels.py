@@ -175,21 +175,49 @@ def test_the_layers_still_return_a_tensor_that_is_not_a_view():
 
 def test_results_do_not_depend_on_the_thread_count():
     """Bit for bit: each statistic is one thread's work, gamma's and beta's column sums go
-    over a fixed number of row blocks (not one per thread)."""
-    before = torch.get_num_threads()
-    results = []
-    try:
+    over a number of row blocks fixed by the shape (not one per thread). In a subprocess
+    with NUMBA_NUM_THREADS=2, so that two threads run even on a one-core machine."""
+    out = _python(
+        """
+        import torch, normlib
+
+        def step(layer, shape, frozen):
+            torch.manual_seed(0)  # float64: float32 would hide a change in the sums' order
+            x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+            layer = layer.double().requires_grad_(not frozen)
+            layer(x).backward(torch.randn(shape, dtype=torch.float64))
+            return [x.grad] + [p.grad for p in layer.parameters() if p.grad is not None]
+
+        runs = []
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            for layer, shape in ((normlib.LayerNorm(64), (300, 64)), (normlib.GroupNorm(4, 8), (16, 8, 6, 6))):
-                torch.manual_seed(0)  # float64: float32 results would hide a change in the order of the sums
-                x, dy = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
-                results.append(_run(layer.double(), x, dy))
-    finally:
-        torch.set_num_threads(before)
-    for (y1, g1), (y2, g2) in zip(results[:2], results[2:]):
-        assert torch.equal(y1, y2)
-        assert all(torch.equal(g1[k], g2[k]) for k in g1)
+            runs.append([
+                step(normlib.LayerNorm(64), (300, 64), False),
+                step(normlib.LayerNorm(64), (300, 64), True),
+                step(normlib.GroupNorm(4, 8), (16, 8, 6, 6), False),
+            ])
+        same = all(
+            torch.equal(a, b) for r1, r2 in zip(*runs) for a, b in zip(r1, r2)
+        )
+        print(same, [len(r) for r in runs[0]])
+        """,
+        NUMBA_NUM_THREADS="2",
+    )
+    assert out.split("\n")[0] == "True [3, 1, 3]", out
+
+
+def test_a_frozen_gamma_keeps_the_backward_split_among_threads(monkeypatch):
+    """The row blocks are the threads' shares of the backward, also when gamma's and beta's
+    gradients are not wanted (a frozen layer, or only the input's gradient)."""
+    launched = []
+    original = kernels._launch
+    monkeypatch.setattr(kernels, "_launch", lambda kernel, *args: launched.append(args) or original(kernel, *args))
+    layer = normlib.LayerNorm(64).requires_grad_(False)
+    x = torch.randn(512, 64, requires_grad=True)
+    layer(x).sum().backward()
+    blocks = launched[-1][7]  # rows_backward(dy, x, w, mean, var, eps, center, blocks, ...)
+    assert blocks == kernels._blocks(512, 64) == 64, launched[-1][7:10]
+    assert launched[-1][8:10] == (False, False)  # want_w, want_b
 
 
 def test_nan_stays_in_its_own_statistic():
@@ -204,14 +232,14 @@ def test_nan_stays_in_its_own_statistic():
     assert torch.equal(torch.isnan(y_gn), torch.isnan(ref))
 
 
-def _python(code: str, **env):
+def _python(code: str, timeout: float = 300, **env):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -287,9 +315,11 @@ def test_loops_that_cannot_be_set_up_give_a_warning_and_pytorch_operations():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
-def test_a_forked_child_runs_pytorch_operations():
-    """Numba aborts a fork()ed child that launches a parallel loop after its parent did
-    ('Terminating: fork() called from a process already using GNU OpenMP')."""
+def test_a_forked_child_runs_pytorch_operations_on_one_thread():
+    """After the parent ran a loop, Numba aborts a fork()ed child that launches one ('Terminating:
+    fork() called from a process already using GNU OpenMP'), and PyTorch's next parallel
+    operation in the child waits forever for OpenMP threads that did not survive the fork.
+    The child gets PyTorch operations on one thread; its large operations finish."""
     out = _python(
         """
         import os, torch, normlib
@@ -297,14 +327,18 @@ def test_a_forked_child_runs_pytorch_operations():
         torch.set_num_threads(2)
         layer, x = normlib.LayerNorm(32), torch.randn(64, 32)
         expected = torch.nn.LayerNorm(32)(x)
-        torch.testing.assert_close(layer(x), expected)
+        torch.testing.assert_close(layer(x), expected)  # the loops run in the parent
         pid = os.fork()
         if pid == 0:
-            ok = not kernels.enabled()
+            ok = not kernels.enabled() and torch.get_num_threads() == 1
             torch.testing.assert_close(layer(x), expected)
+            big = torch.randn(4096, 256)  # large enough for a parallel region
+            torch.nn.functional.layer_norm(big, (256,))
+            normlib.LayerNorm(256)(big)
             os._exit(0 if ok else 3)
         print(os.waitpid(pid, 0)[1])
-        """
+        """,
+        timeout=120,
     )
     assert out.strip() == "0"
 
