@@ -20,7 +20,8 @@ They compute the same formulas as the Function:
 (RMSNorm: no mean, no ``sum(g)`` term.) Sums accumulate in float64 whatever the input's
 dtype (float32 or float64). Each statistic is one thread's work, and LayerNorm's gamma and
 beta gradients are summed over blocks of rows whose number depends on the shape only, so
-the results do not depend on the number of threads.
+the loops' results do not depend on the number of threads (an input with fewer statistics
+than threads runs PyTorch operations instead, whose sums do).
 
 Numba is optional (``pip install "normlib[fast]"``). The layers run PyTorch operations
 instead without it, on other devices, for other dtypes (half precision), for fewer
