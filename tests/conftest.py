@@ -43,6 +43,17 @@ DEVICE_PARAMS = [
 ]
 
 
+@pytest.fixture(scope="module", params=["kernels", "torch_ops"])
+def eager_path(request):
+    """A module's tests twice (``pytestmark = pytest.mark.usefixtures("eager_path")``): with
+    normlib.kernels' Numba loops (where installed) and with PyTorch operations, what the eager
+    layers run on a GPU, in half precision, or without Numba."""
+    from normlib import kernels
+
+    with kernels.use(request.param == "kernels"):
+        yield request.param
+
+
 @pytest.fixture(params=DEVICE_PARAMS)
 def device(request):
     return torch.device(request.param)

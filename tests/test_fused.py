@@ -14,16 +14,8 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import normlib
 from normlib import functional as NF
-from normlib import kernels
 
-
-@pytest.fixture(autouse=True, params=["kernels", "torch_ops"])
-def eager_path(request):
-    """Every test twice: with normlib.kernels' Numba loops (where installed) and with PyTorch
-    operations (what runs on a GPU, in half precision, or without Numba)."""
-    with kernels.use(request.param == "kernels"):
-        yield request.param
-
+pytestmark = pytest.mark.usefixtures("eager_path")  # loops on and off (conftest)
 
 # (shape, dims, weight shape (broadcast against the input), view kind)
 CASES = [

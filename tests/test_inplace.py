@@ -14,14 +14,7 @@ from torch import nn
 
 import normlib
 
-
-@pytest.fixture(autouse=True, params=["kernels", "torch_ops"])
-def eager_path(request):
-    """Every test twice: with normlib.kernels' Numba loops (where installed) and with PyTorch
-    operations (what runs on a GPU, in half precision, or without Numba)."""
-    with normlib.kernels.use(request.param == "kernels"):
-        yield request.param
-
+pytestmark = pytest.mark.usefixtures("eager_path")  # loops on and off (conftest)
 
 LAYERS = [
     ("BatchNorm1d", lambda: nn.BatchNorm1d(6), (5, 6)),

@@ -18,6 +18,8 @@ from torch import nn
 import normlib
 from normlib.convert import CONVERSIONS
 
+pytestmark = pytest.mark.usefixtures("eager_path")  # loops on and off (conftest)
+
 NORMLIB_CLASSES = set(CONVERSIONS.values())
 
 # --------------------------------------------------------------------------- blocks

@@ -41,6 +41,8 @@ from hypothesis import strategies as st
 import normlib
 from normlib import functional as NF
 
+pytestmark = pytest.mark.usefixtures("eager_path")  # loops on and off (conftest)
+
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 INPLACE_OPS = ("none", "relu_", "add_(1)", "mul_(2)", "+= other")
 

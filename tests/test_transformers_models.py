@@ -31,6 +31,8 @@ from torch import nn
 import normlib
 from normlib.convert import CONVERSIONS
 
+pytestmark = pytest.mark.usefixtures("eager_path")  # loops on and off (conftest)
+
 # Never reach the network: no hub look-ups at import, no advisory warnings.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
