@@ -152,9 +152,9 @@ def _launch(kernel, *args) -> None:
         torch.set_num_threads(threads)
 
 
-def _build():
-    """The compiled loops (:mod:`normlib._loops`, imported by :func:`available`)."""
-    return _loops.rows_forward, _loops.rows_backward, _loops.groups_forward, _loops.groups_backward
+def _statistic(t: Tensor, count: int, dtype: torch.dtype):
+    """A statistic (mean or var) of the forward pass as a NumPy vector of ``count`` values."""
+    return t.detach().reshape(count).to(dtype).numpy()
 
 
 def _array(t: Optional[Tensor], shape, dtype: torch.dtype, fill: float):
@@ -171,7 +171,7 @@ def rows_forward(x: Tensor, weight, bias, eps: float, center: bool, out: Tensor)
     n, d = x.shape
     mean, var = torch.empty(n, dtype=x.dtype), torch.empty(n, dtype=x.dtype)
     _launch(
-        _build()[0],
+        _loops.rows_forward,
         x.detach().contiguous().numpy(),
         _array(weight, (d,), x.dtype, 1.0),
         _array(bias, (d,), x.dtype, 0.0),
@@ -201,12 +201,12 @@ def rows_backward(
     part_w = torch.zeros((blocks if want_w else 1, d), dtype=torch.float64)
     part_b = torch.zeros((blocks if want_b else 1, d), dtype=torch.float64)
     _launch(
-        _build()[1],
+        _loops.rows_backward,
         dy.detach().to(x.dtype).reshape(n, d).contiguous().numpy(),
         x.detach().contiguous().numpy(),
         _array(weight, (d,), x.dtype, 1.0),
-        mean.detach().reshape(n).to(x.dtype).numpy(),
-        var.detach().reshape(n).to(x.dtype).numpy(),
+        _statistic(mean, n, x.dtype),
+        _statistic(var, n, x.dtype),
         eps,
         center,
         blocks,
@@ -227,7 +227,7 @@ def groups_forward(x: Tensor, weight, bias, groups: int, affine_rows: int, eps: 
     mean, var = torch.empty(R, dtype=x.dtype), torch.empty(R, dtype=x.dtype)
     shape = (affine_rows, K)
     _launch(
-        _build()[2],
+        _loops.groups_forward,
         x.detach().contiguous().numpy(),
         _array(weight, shape, x.dtype, 1.0),
         _array(bias, shape, x.dtype, 0.0),
@@ -260,13 +260,13 @@ def groups_backward(
     dots = torch.empty((R, K), dtype=torch.float64)
     dy_sums = torch.empty((R, K), dtype=torch.float64)
     _launch(
-        _build()[3],
+        _loops.groups_backward,
         dy.detach().to(x.dtype).contiguous().numpy(),
         x.detach().contiguous().numpy(),
         _array(weight, (affine_rows, K), x.dtype, 1.0),
         groups,
-        mean.detach().reshape(R).to(x.dtype).numpy(),
-        var.detach().reshape(R).to(x.dtype).numpy(),
+        _statistic(mean, R, x.dtype),
+        _statistic(var, R, x.dtype),
         eps,
         center,
         dx.view(R, K, S).numpy(),
